@@ -1,0 +1,410 @@
+"""The `reloop` command line: parses options, calls the stage functions, renders with Rich.
+
+No pipeline logic lives here. Errors a user can fix print one line on stderr and exit with the
+code in `errors.py`; `--debug` (or RELOOP_DEBUG=1) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reloop_cli import __version__
+from reloop_cli.errors import EXIT_INTERNAL, ReloopError
+from reloop_cli.workspace import DEFAULT_WORKSPACE, Workspace
+
+app = typer.Typer(
+    help="Keep a CTR model fresh: retrain daily, each version learning from its parent's mistakes.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+T = TypeVar("T")
+
+WorkspaceOpt = Annotated[
+    Path, typer.Option("--workspace", "-w", envvar="RELOOP_WORKSPACE", help="Workspace folder.")
+]
+SpecOpt = Annotated[
+    Path | None,
+    typer.Option("--spec", "-s", help="Pipeline spec (TOML); default: the one ingested with."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+DayOpt = Annotated[str, typer.Option("--day", "-d", help="Day, YYYY-MM-DD.")]
+
+
+def _version_callback(show: bool) -> None:
+    if show:
+        out.print(f"reloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True)
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    if debug:
+        os.environ["RELOOP_DEBUG"] = "1"
+
+
+def run_stage(action: Callable[[], T]) -> T:
+    """Run a stage; a `ReloopError` becomes one line on stderr and its exit code."""
+    try:
+        return action()
+    except ReloopError as error:
+        if os.environ.get("RELOOP_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; the workspace is unchanged by the unfinished step")
+        raise typer.Exit(130) from None
+    except Exception as error:  # a bug: say so, and how to see it
+        if os.environ.get("RELOOP_DEBUG"):
+            raise
+        err.print(
+            f"[bold red]internal error:[/] {type(error).__name__}: {error} (rerun with --debug)"
+        )
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: turn it into null, recursively."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def emit_json(payload: dict) -> None:
+    sys.stdout.write(json.dumps(_clean(payload), sort_keys=False) + "\n")
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{value:.{digits}f}")
+    )
+
+
+def _spec_for(ws: Workspace, path: Path | None):
+    from reloop_cli.errors import BadInput
+    from reloop_cli.features import stored_spec
+    from reloop_cli.spec import load_spec
+
+    if path is not None:
+        return load_spec(path)
+    spec = stored_spec(ws)
+    if spec is None:
+        raise BadInput(f"{ws.root}: no spec given and nothing ingested yet; pass --spec")
+    return spec
+
+
+def _train_overrides(spec, loss, alpha, model, epochs, seed, warm_start):
+    spec = spec.override(
+        "train", loss=loss, alpha=alpha, epochs=epochs, seed=seed, warm_start=warm_start
+    )
+    return spec.override("model", name=model)
+
+
+# --- commands ----------------------------------------------------------------------------------
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the day files.")],
+    days: Annotated[int, typer.Option(help="Days to simulate.")] = 8,
+    rows_per_day: Annotated[int, typer.Option(help="Impressions per day.")] = 30_000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 0,
+    start_date: Annotated[str, typer.Option(help="First day.")] = "2024-01-01",
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a simulated, drifting click log (one Parquet file per day).
+
+    Example: reloop synth --days 8 --rows-per-day 20000 --seed 0 --out sample_data
+    """
+    from reloop_cli.synth import SynthConfig, synthesize
+
+    config = SynthConfig(days=days, rows_per_day=rows_per_day, seed=seed, start_date=start_date)
+    paths = run_stage(lambda: synthesize(config, out_dir))
+    if as_json:
+        emit_json({"files": [str(p) for p in paths], "rows_per_day": rows_per_day, "seed": seed})
+    else:
+        out.print(f"wrote {len(paths)} days x {rows_per_day} rows to {out_dir} (seed {seed})")
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="CSV, TSV, Parquet or libfm files.")],
+    spec_path: Annotated[Path, typer.Option("--spec", "-s", help="Pipeline spec (TOML).")],
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    days: Annotated[
+        int | None, typer.Option(help="Split logs without a time column into N pseudo-days.")
+    ] = None,
+    start_date: Annotated[str | None, typer.Option(help="First pseudo-day.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate raw logs and store them as Parquet partitioned by day.
+
+    Example: reloop ingest ../shared/data/frappe/*.libfm --spec pipelines/frappe.toml --days 10
+    """
+    from reloop_cli.features import remember_spec
+    from reloop_cli.ingest import ingest as ingest_files
+    from reloop_cli.spec import load_spec
+
+    ws = Workspace(workspace)
+
+    def action():
+        spec = load_spec(spec_path)
+        with ws.lock():
+            result = ingest_files(ws, spec, list(files), days=days, start_date=start_date)
+            remember_spec(ws, spec)
+            return result
+
+    result = run_stage(action)
+    if as_json:
+        emit_json(result.__dict__)
+        return
+    table = Table("day", "rows", title=f"ingested into {ws.root}")
+    for day, rows in sorted(result.rows_per_day.items()):
+        table.add_row(day, f"{rows:,}")
+    out.print(table)
+    out.print(f"{result.rows:,} rows, {result.rejected:,} rejected")
+    for path in result.skipped:
+        out.print(f"[yellow]already ingested, skipped:[/] {path}")
+
+
+@app.command()
+def train(
+    day: DayOpt,
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    spec_path: SpecOpt = None,
+    loss: Annotated[str | None, typer.Option(help="bce, kd or reloop.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Weight of the self-correction term.")] = None,
+    model: Annotated[str | None, typer.Option(help="lr, fm, deepfm, widedeep, dcn, ...")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    warm_start: Annotated[bool | None, typer.Option("--warm-start/--from-scratch")] = None,
+    parent: Annotated[
+        int | None, typer.Option(help="Parent version; default: the live one.")
+    ] = None,
+    chain: Annotated[str, typer.Option(help="Which chain of versions to extend.")] = "main",
+    promote: Annotated[bool, typer.Option("--promote/--no-promote")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the next version on the window of days ending at DAY, using its parent's scores.
+
+    Example: reloop train --day 2024-01-03 --loss reloop --alpha 0.5
+    """
+    from reloop_cli.registry import Registry
+    from reloop_cli.train import train_version
+
+    ws = Workspace(workspace)
+
+    def action():
+        spec = _train_overrides(
+            _spec_for(ws, spec_path), loss, alpha, model, epochs, seed, warm_start
+        )
+        with ws.lock(), Registry(ws) as registry:
+            return train_version(
+                ws, registry, spec, day, chain=chain, parent=parent, promote=promote
+            )
+
+    result = run_stage(action)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    out.print(
+        f"version {result.version} ({result.loss}, parent {result.parent or '-'}) trained on "
+        f"{result.window[0]}..{result.window[-1]}: {result.rows:,} rows"
+        + (
+            f", {result.rows_without_last:,} without ỹ_last (plain BCE)"
+            if result.rows_without_last is not None
+            else ""
+        )
+        + f", {result.seconds:.1f}s"
+        + (" [live]" if promote else " [candidate]")
+    )
+
+
+@app.command()
+def score(
+    version: Annotated[int, typer.Option("--version", "-v", help="Version to score with.")],
+    day: DayOpt,
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    force: Annotated[bool, typer.Option(help="Re-score even if scores exist.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a day's logs with a version (what serving would have logged).
+
+    Example: reloop score --version 1 --day 2024-01-02
+    """
+    from reloop_cli.score import score_day
+
+    ws = Workspace(workspace)
+
+    def action():
+        with ws.lock():
+            return score_day(ws, version, day, force=force)
+
+    result = run_stage(action)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        note = " (existing scores)" if result.reused else ""
+        out.print(f"v{version} scored {result.rows:,} rows of {day} -> {result.path}{note}")
+
+
+@app.command("eval")
+def evaluate(
+    version: Annotated[int, typer.Option("--version", "-v", help="Version to evaluate.")],
+    day: DayOpt,
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    as_json: JsonOpt = False,
+) -> None:
+    """AUC, Logloss, counts and calibration of a version on a day (and the oracle's, if known).
+
+    Example: reloop eval --version 2 --day 2024-01-04
+    """
+    from reloop_cli.evaluate import evaluate_day
+    from reloop_cli.registry import Registry
+
+    ws = Workspace(workspace)
+
+    def action():
+        with ws.lock(), Registry(ws) as registry:
+            return evaluate_day(ws, registry, version, day)
+
+    result = run_stage(action)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    m = result.metrics
+    table = Table("metric", f"v{version}", *(["oracle"] if result.oracle else []), title=f"{day}")
+    oracle = result.oracle or {}
+    table.add_row("AUC", fmt(m["auc"]), *([fmt(oracle["auc"])] if oracle else []))
+    table.add_row("Logloss", fmt(m["logloss"]), *([fmt(oracle["logloss"])] if oracle else []))
+    for key in ("rows", "clicks"):
+        table.add_row(key, f"{m[key]:,}", *([""] if oracle else []))
+    for key, label in (
+        ("ctr", "observed CTR"),
+        ("mean_pctr", "mean pCTR"),
+        ("calibration", "pCTR / CTR"),
+        ("ece", "ECE"),
+    ):
+        table.add_row(label, fmt(m[key]), *([""] if oracle else []))
+    out.print(table)
+
+
+@app.command()
+def simulate(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Raw logs to ingest first (optional).")
+    ] = None,
+    days: Annotated[int, typer.Option(help="Days to evaluate (needs days + 1 of logs).")] = 7,
+    arms: Annotated[str, typer.Option(help="Comma-separated losses to compare.")] = "bce,kd,reloop",
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    spec_path: SpecOpt = None,
+    ingest_days: Annotated[
+        int | None, typer.Option(help="Pseudo-days for FILES without a time column.")
+    ] = None,
+    alpha: Annotated[float | None, typer.Option(help="Override the spec's alpha.")] = None,
+    model: Annotated[str | None, typer.Option(help="Override the spec's model.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the retraining loop day by day, baseline vs KD vs ReLoop side by side.
+
+    With no FILES and an empty workspace it runs on the bundled sample data.
+    Example: reloop simulate --days 7
+    """
+    from reloop_cli.features import remember_spec
+    from reloop_cli.ingest import ingest as ingest_files
+    from reloop_cli.registry import Registry
+    from reloop_cli.resources import bundled, sample_files
+    from reloop_cli.simulate import parse_arms
+    from reloop_cli.simulate import simulate as run_simulation
+    from reloop_cli.spec import load_spec
+
+    ws = Workspace(workspace)
+
+    def action():
+        chosen = parse_arms(arms)
+        with ws.lock():
+            inputs, spec_file = list(files or []), spec_path
+            if not inputs and not ws.days():
+                inputs = sample_files()
+                spec_file = spec_file or bundled("pipelines/sample.toml")
+            if inputs:
+                if spec_file is None:
+                    from reloop_cli.errors import BadInput
+
+                    raise BadInput("simulate FILE...: pass --spec to say how to read them")
+                spec = load_spec(spec_file)
+                err.print(f"ingesting {len(inputs)} file(s) into {ws.root}")
+                ingest_files(ws, spec, inputs, days=ingest_days)
+                remember_spec(ws, spec)
+            spec = _train_overrides(_spec_for(ws, spec_file), None, alpha, model, None, None, None)
+            with Registry(ws) as registry, err.status("simulating") as status:
+                return run_simulation(ws, registry, spec, days, chosen, on_step=status.update)
+
+    result = run_stage(action)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    render_simulation(result)
+
+
+def render_simulation(result) -> None:
+    """Per-day next-day AUC/Logloss per arm, means, and ReLoop's lift over the baseline."""
+    arms = list(result.arms)
+    table = Table(title="next-day AUC / Logloss (each day scored by the version trained before it)")
+    table.add_column("day", no_wrap=True)
+    if result.oracle:
+        table.add_column("oracle\nAUC", style="dim", justify="right")
+    for arm in arms:
+        table.add_column(f"{arm}\nAUC", justify="right")
+        table.add_column(f"{arm}\nLogloss", justify="right")
+    for i, day in enumerate(result.days):
+        cells = [day]
+        if result.oracle:
+            cells.append(fmt(result.oracle[i]["auc"]))
+        for arm in arms:
+            row = result.arms[arm].days[i]
+            cells += [fmt(row["auc"]), fmt(row["logloss"])]
+        table.add_row(*cells)
+    means = ["mean"]
+    if result.oracle:
+        means.append(fmt(sum(o["auc"] for o in result.oracle) / len(result.oracle)))
+    for arm in arms:
+        means += [fmt(result.arms[arm].mean_auc), fmt(result.arms[arm].mean_logloss)]
+    table.add_row(*means, style="bold", end_section=True)
+    out.print(table)
+    for arm in arms:
+        lift = result.lift(arm)
+        if lift:
+            out.print(
+                f"{arm} vs bce: AUC {lift['auc_pct']:+.2f}%, Logloss {lift['logloss_pct']:+.2f}%"
+            )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

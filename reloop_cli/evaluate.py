@@ -1,0 +1,52 @@
+"""`reloop eval`: how well a version predicted a day it did not train on.
+
+The version's scores for the day are joined to the logged labels on impression id; the oracle
+(the simulator's true click probability, where the logs carry it) is scored the same way so the
+gap to the best achievable AUC/Logloss is visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import polars as pl
+
+from reloop_cli.ingest import IMPRESSION_ID, LABEL, ORACLE
+from reloop_cli.metrics import calibration_buckets, summarise
+from reloop_cli.registry import Registry
+from reloop_cli.score import score_day
+from reloop_cli.workspace import Workspace
+
+
+@dataclass
+class EvalResult:
+    version: int
+    day: str
+    metrics: dict[str, float]
+    oracle: dict[str, float] | None = None
+    calibration: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_day(ws: Workspace, registry: Registry, version: int, day: str) -> EvalResult:
+    """Score (if not yet scored) and measure one day; the metrics go to the registry too."""
+    score_day(ws, version, day)
+    logs = ws.scan_logs([day])
+    has_oracle = ORACLE in logs.collect_schema().names()
+    columns = [IMPRESSION_ID, LABEL, *([ORACLE] if has_oracle else [])]
+    joined = (
+        logs.select(columns)
+        .join(ws.scan_scores(version, day), on=IMPRESSION_ID, how="inner")
+        .collect()
+    )
+    label = joined[LABEL].cast(pl.Float64).to_numpy()
+    pctr = joined["pctr"].cast(pl.Float64).to_numpy()
+    metrics = summarise(label, pctr)
+    oracle = None
+    if has_oracle and joined[ORACLE].null_count() == 0:
+        oracle_summary = summarise(label, joined[ORACLE].to_numpy())
+        oracle = {"auc": oracle_summary["auc"], "logloss": oracle_summary["logloss"]}
+    registry.record_metrics(version, day, {**metrics, "oracle": oracle})
+    return EvalResult(version, day, metrics, oracle, calibration_buckets(label, pctr))

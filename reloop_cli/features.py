@@ -1,0 +1,191 @@
+"""Raw feature values -> embedding row indices that stay the same from one version to the next.
+
+The vocabulary (features/vocab.parquet: field, value, index) only ever grows: a value keeps its
+row forever, so a warm-started version finds the parent's embedding for it on the same row. Row 0
+of every field is the out-of-vocabulary row: a value never seen (or seen after the model was
+trained, beyond the model's size) maps there and scoring never breaks on it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from reloop_cli.errors import BadInput
+from reloop_cli.spec import Spec, spec_from_dict
+from reloop_cli.workspace import Workspace
+
+OOV_INDEX = 0
+NULL_TOKEN = "<null>"
+VOCAB_SCHEMA = {"field": pl.String, "value": pl.String, "index": pl.Int32}
+
+
+def categorical_fields(spec: Spec) -> list[str]:
+    """Fields looked up in an embedding table (bucketised numerics count as categorical)."""
+    bucketised = list(spec.data.numeric) if spec.data.numeric_transform == "bucket" else []
+    return [*spec.data.categorical, *bucketised]
+
+
+def dense_fields(spec: Spec) -> list[str]:
+    """Numeric fields fed as values that scale a per-field embedding."""
+    return list(spec.data.numeric) if spec.data.numeric_transform == "log" else []
+
+
+def _token(spec: Spec, name: str) -> pl.Expr:
+    """The string a raw value is looked up by."""
+    if name in spec.data.categorical:
+        return pl.col(name).cast(pl.String).fill_null(NULL_TOKEN)
+    # Criteo-style log-square bucketing: small values keep their own bin, large ones share.
+    value = pl.col(name)
+    binned = pl.when(value > 2).then((value.log() ** 2).floor()).otherwise(value.floor())
+    return binned.cast(pl.Int64).cast(pl.String).fill_null(NULL_TOKEN)
+
+
+def _dense(name: str) -> pl.Expr:
+    value = pl.col(name).fill_null(0.0)
+    return (value.sign() * value.abs().log1p()).cast(pl.Float32)
+
+
+def vocab_path(ws: Workspace) -> Path:
+    return ws.features / "vocab.parquet"
+
+
+def load_vocab(ws: Workspace) -> pl.DataFrame:
+    path = vocab_path(ws)
+    if path.exists():
+        return pl.read_parquet(path)
+    return pl.DataFrame(schema=VOCAB_SCHEMA)
+
+
+def grow_vocab(ws: Workspace, spec: Spec, rows: pl.LazyFrame) -> pl.DataFrame:
+    """Add the window's values seen at least `min_count` times; existing rows never move."""
+    vocab = load_vocab(ws)
+    additions = []
+    for name in categorical_fields(spec):
+        counts = (
+            rows.select(_token(spec, name).alias("value"))
+            .group_by("value")
+            .len()
+            .filter(pl.col("len") >= spec.train.min_count)
+            .select("value")
+            .collect()
+        )
+        known = vocab.filter(pl.col("field") == name)
+        new = counts.join(known.select("value"), on="value", how="anti").sort("value")
+        if new.height == 0:
+            continue
+        start = int(known["index"].max() or OOV_INDEX) + 1
+        additions.append(
+            new.select(
+                pl.lit(name).alias("field"),
+                pl.col("value"),
+                pl.int_range(start, start + new.height, dtype=pl.Int32).alias("index"),
+            )
+        )
+    if additions:
+        vocab = pl.concat([vocab, *additions], how="vertical")
+        ws.write_parquet(vocab, vocab_path(ws))
+    return vocab
+
+
+def vocab_sizes(vocab: pl.DataFrame, spec: Spec) -> list[int]:
+    """Embedding rows per categorical field: the largest index plus one (row 0 is OOV)."""
+    sizes = []
+    for name in categorical_fields(spec):
+        top = vocab.filter(pl.col("field") == name)["index"].max()
+        sizes.append(int(top or OOV_INDEX) + 1)
+    return sizes
+
+
+def encode(rows: pl.LazyFrame, spec: Spec, vocab: pl.DataFrame, sizes: list[int]) -> pl.LazyFrame:
+    """Replace each categorical field by its row index (< the model's size) and each dense field
+    by its transformed value; other columns pass through."""
+    exprs = []
+    for name, size in zip(categorical_fields(spec), sizes, strict=True):
+        table = vocab.filter((pl.col("field") == name) & (pl.col("index") < size))
+        index = _token(spec, name).replace_strict(
+            table["value"], table["index"], default=OOV_INDEX, return_dtype=pl.Int32
+        )
+        exprs.append(index.alias(name))
+    exprs += [_dense(name).alias(name) for name in dense_fields(spec)]
+    return rows.with_columns(exprs)
+
+
+@dataclass
+class TensorTable:
+    """Encoded rows as tensors, aligned row for row: ỹ_last travels with its row (NaN = none)."""
+
+    categorical: torch.Tensor  # [rows, categorical fields] int64
+    dense: torch.Tensor  # [rows, dense fields] float32
+    label: torch.Tensor  # [rows] float32
+    y_last: torch.Tensor  # [rows] float32, NaN where the parent has no prediction
+
+    def __len__(self) -> int:
+        return self.label.shape[0]
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None):
+        """Yield (categorical, dense, label, y_last) batches; shuffled when a generator is given."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else None
+        for start in range(0, n, batch_size):
+            if order is None:
+                part = slice(start, start + batch_size)
+            else:
+                part = order[start : start + batch_size]
+            yield self.categorical[part], self.dense[part], self.label[part], self.y_last[part]
+
+
+def to_tensors(frame: pl.DataFrame, spec: Spec, y_last_column: str | None = None) -> TensorTable:
+    """Turn an encoded frame into a `TensorTable` (one copy, column blocks at a time)."""
+    cats, dens = categorical_fields(spec), dense_fields(spec)
+    n = frame.height
+    categorical = (
+        frame.select(cats).to_numpy().astype(np.int64, copy=False)
+        if cats
+        else np.zeros((n, 0), np.int64)
+    )
+    dense = (
+        frame.select(dens).to_numpy().astype(np.float32, copy=False)
+        if dens
+        else np.zeros((n, 0), np.float32)
+    )
+    label = frame["label"].cast(pl.Float32).to_numpy()
+    if y_last_column and y_last_column in frame.columns:
+        y_last = frame[y_last_column].cast(pl.Float32).fill_null(float("nan")).to_numpy()
+    else:
+        y_last = np.full(n, np.nan, np.float32)
+    return TensorTable(
+        torch.from_numpy(np.ascontiguousarray(categorical)),
+        torch.from_numpy(np.ascontiguousarray(dense)),
+        torch.from_numpy(np.ascontiguousarray(label)),
+        torch.from_numpy(np.ascontiguousarray(y_last)),
+    )
+
+
+def spec_path(ws: Workspace) -> Path:
+    return ws.features / "spec.json"
+
+
+def stored_spec(ws: Workspace) -> Spec | None:
+    """The spec the workspace's logs were ingested with, if any."""
+    path = spec_path(ws)
+    if not path.exists():
+        return None
+    return spec_from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+
+
+def remember_spec(ws: Workspace, spec: Spec) -> None:
+    """Record the ingest spec; refuse one whose data section would encode rows differently."""
+    previous = stored_spec(ws)
+    if previous is not None and previous.to_dict()["data"] != spec.to_dict()["data"]:
+        raise BadInput(
+            f"{spec.source}: its [data] section differs from the one this workspace was ingested "
+            f"with ({spec_path(ws)}); use a new workspace"
+        )
+    if previous is None:
+        ws.write_json(spec.to_dict(), spec_path(ws))

@@ -1,0 +1,71 @@
+"""Offline CTR metrics: AUC (exact, ties averaged), Logloss, and what calibration looks like."""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOGLOSS_EPS = 1e-7
+
+
+def auc(label: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve by the rank-sum (Mann-Whitney) formula; tied scores share the
+    average rank, so the value equals the trapezoidal ROC area. NaN if one class is absent."""
+    label = np.asarray(label, dtype=np.float64)
+    score = np.asarray(score, dtype=np.float64)
+    positives = label.sum()
+    negatives = label.size - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    upper_rank = np.cumsum(counts)
+    average_rank = upper_rank - (counts - 1) / 2.0
+    rank_sum = average_rank[inverse][label == 1].sum()
+    return float((rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def logloss(label: np.ndarray, prob: np.ndarray) -> float:
+    """Mean binary cross-entropy, with predictions clipped to [eps, 1 - eps]."""
+    label = np.asarray(label, dtype=np.float64)
+    prob = np.clip(np.asarray(prob, dtype=np.float64), LOGLOSS_EPS, 1 - LOGLOSS_EPS)
+    return float(-np.mean(label * np.log(prob) + (1 - label) * np.log(1 - prob)))
+
+
+def calibration_buckets(label: np.ndarray, prob: np.ndarray, buckets: int = 10) -> list[dict]:
+    """Predicted vs observed CTR per equal-count bucket of predictions (a reliability table)."""
+    order = np.argsort(prob, kind="stable")
+    rows = []
+    for part in np.array_split(order, buckets):
+        if part.size:
+            rows.append(
+                {
+                    "rows": int(part.size),
+                    "mean_pctr": float(prob[part].mean()),
+                    "ctr": float(label[part].mean()),
+                }
+            )
+    return rows
+
+
+def summarise(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    """The numbers a CTR team reads for one day: AUC, Logloss, counts and calibration."""
+    label = np.asarray(label, dtype=np.float64)
+    prob = np.asarray(prob, dtype=np.float64)
+    ctr = float(label.mean()) if label.size else float("nan")
+    mean_pctr = float(prob.mean()) if prob.size else float("nan")
+    buckets = calibration_buckets(label, prob) if label.size else []
+    # Expected calibration error over the equal-count buckets, weighted by rows.
+    ece = (
+        sum(b["rows"] * abs(b["mean_pctr"] - b["ctr"]) for b in buckets) / label.size
+        if label.size
+        else float("nan")
+    )
+    return {
+        "auc": auc(label, prob),
+        "logloss": logloss(label, prob),
+        "rows": int(label.size),
+        "clicks": int(label.sum()),
+        "ctr": ctr,
+        "mean_pctr": mean_pctr,
+        "calibration": mean_pctr / ctr if ctr > 0 else float("nan"),
+        "ece": float(ece),
+    }

@@ -1,0 +1,19 @@
+"""Factorization Machine (Rendle 2010): linear term plus all pairwise embedding interactions."""
+
+from __future__ import annotations
+
+import torch
+
+from reloop_cli.models.base import CTRModel
+from reloop_cli.models.layers import LinearTerm, fm_interaction
+from reloop_cli.spec import ModelSpec
+
+
+class FM(CTRModel):
+    def __init__(self, field_sizes: list[int], n_dense: int, spec: ModelSpec) -> None:
+        super().__init__(field_sizes, n_dense, spec)
+        self.linear = LinearTerm(field_sizes, n_dense)
+
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        embeddings = self.embedding(categorical, dense)
+        return self.linear(categorical, dense) + fm_interaction(embeddings)

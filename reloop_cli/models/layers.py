@@ -1,0 +1,119 @@
+"""Blocks every model composes: field embeddings, the FM term, an MLP, cross layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+EMBEDDING_INIT_STD = 1e-4  # small-normal: N(0, 1) embeddings stall DeepFM (issue 3's measurement)
+
+
+class FieldEmbedding(nn.Module):
+    """One vector per field and row: categorical fields by lookup, dense fields by scaling.
+
+    All categorical fields share one table, each field owning a contiguous block of rows that
+    starts at its offset, so one gather serves every field. `grow_from` copies a parent's blocks
+    into a larger table, which is how a warm start keeps every known value's row.
+    """
+
+    def __init__(self, field_sizes: list[int], n_dense: int, dim: int) -> None:
+        super().__init__()
+        self.field_sizes = list(field_sizes)
+        offsets = torch.tensor([0, *field_sizes[:-1]], dtype=torch.long).cumsum(0)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.table = nn.Embedding(max(sum(field_sizes), 1), dim)
+        self.dense = nn.Parameter(torch.empty(n_dense, dim))
+        nn.init.normal_(self.table.weight, std=EMBEDDING_INIT_STD)
+        nn.init.normal_(self.dense, std=EMBEDDING_INIT_STD)
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.field_sizes) + self.dense.shape[0]
+
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """[B, Fc] indices and [B, Fd] values -> [B, Fc + Fd, dim]."""
+        parts = []
+        if self.field_sizes:
+            parts.append(self.table(categorical + self.offsets))
+        if self.dense.shape[0]:
+            parts.append(dense.unsqueeze(-1) * self.dense)
+        return torch.cat(parts, dim=1)
+
+    @torch.no_grad()
+    def grow_from(self, parent_table: torch.Tensor, parent_sizes: list[int]) -> None:
+        """Copy each field's parent rows into this (equal or larger) table, field by field."""
+        parent_start = 0
+        for field, (old, new) in enumerate(zip(parent_sizes, self.field_sizes, strict=True)):
+            keep = min(old, new)
+            start = int(self.offsets[field])
+            self.table.weight[start : start + keep] = parent_table[
+                parent_start : parent_start + keep
+            ]
+            parent_start += old
+
+
+class LinearTerm(nn.Module):
+    """First-order weights: a 1-dim field embedding summed over fields, plus a bias."""
+
+    def __init__(self, field_sizes: list[int], n_dense: int) -> None:
+        super().__init__()
+        self.weights = FieldEmbedding(field_sizes, n_dense, 1)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return self.weights(categorical, dense).sum(dim=(1, 2)) + self.bias
+
+
+def fm_interaction(embeddings: torch.Tensor) -> torch.Tensor:
+    """Sum of all pairwise dot products, Rendle's O(F*D) form: 0.5 * ((sum v)^2 - sum v^2)."""
+    square_of_sum = embeddings.sum(dim=1).pow(2)
+    sum_of_square = embeddings.pow(2).sum(dim=1)
+    return 0.5 * (square_of_sum - sum_of_square).sum(dim=1)
+
+
+class MLP(nn.Module):
+    """Linear -> [BatchNorm] -> ReLU -> [Dropout] per hidden layer, then one output unit."""
+
+    def __init__(
+        self, in_dim: int, hidden: tuple[int, ...], dropout: float, batch_norm: bool, out: int = 1
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers.append(nn.Linear(in_dim, width))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(width))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            in_dim = width
+        if out:
+            layers.append(nn.Linear(in_dim, out))
+        self.net = nn.Sequential(*layers)
+        self.out_dim = out or in_dim
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_normal_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CrossNetwork(nn.Module):
+    """DCN's cross layers x_{l+1} = x0 * (w_l . x_l) + b_l + x_l (vector w) or, for DCNv2,
+    x0 * (W_l x_l + b_l) + x_l (full matrix W)."""
+
+    def __init__(self, dim: int, layers: int, matrix: bool) -> None:
+        super().__init__()
+        out = dim if matrix else 1
+        self.weights = nn.ModuleList(nn.Linear(dim, out, bias=False) for _ in range(layers))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(dim)) for _ in range(layers))
+        for w in self.weights:
+            nn.init.xavier_normal_(w.weight)
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            x = x0 * weight(x) + bias + x
+        return x

@@ -1,0 +1,69 @@
+"""`reloop score`: a version predicts pCTR for a day's logs -> scores/vNNNN/day=D/ (what serving
+would have logged). Scores are deterministic, so an existing file is reused."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+from reloop_cli.checkpoint import LoadedVersion, load_version
+from reloop_cli.features import encode, load_vocab, to_tensors
+from reloop_cli.ingest import IMPRESSION_ID
+from reloop_cli.models import CTRModel
+from reloop_cli.workspace import Workspace
+
+SCORE_BATCH = 16384
+
+
+@dataclass
+class ScoreResult:
+    version: int
+    day: str
+    rows: int
+    path: str
+    reused: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def predict(model: CTRModel, categorical: torch.Tensor, dense: torch.Tensor) -> np.ndarray:
+    """Click probabilities for encoded rows, in batches, model in eval mode."""
+    model.eval()
+    out = [
+        torch.sigmoid(model(categorical[i : i + SCORE_BATCH], dense[i : i + SCORE_BATCH]))
+        for i in range(0, categorical.shape[0], SCORE_BATCH)
+    ]
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def predict_frame(loaded: LoadedVersion, ws: Workspace, rows: pl.LazyFrame) -> pl.DataFrame:
+    """impression_id and pctr for raw log rows, encoded with the version's own vocabulary size."""
+    encoded = encode(rows, loaded.spec, load_vocab(ws), loaded.meta["field_sizes"]).collect()
+    table = to_tensors(encoded, loaded.spec)
+    pctr = predict(loaded.model, table.categorical, table.dense)
+    return pl.DataFrame({IMPRESSION_ID: encoded[IMPRESSION_ID], "pctr": pctr})
+
+
+def score_day(
+    ws: Workspace,
+    version: int,
+    day: str,
+    *,
+    loaded: LoadedVersion | None = None,
+    force: bool = False,
+) -> ScoreResult:
+    """Score one day with one version; call under the workspace lock."""
+    ws.require_day(day)
+    path = ws.score_dir(version, day) / "part-0.parquet"
+    if path.exists() and not force:
+        rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+        return ScoreResult(version, day, rows, str(path), reused=True)
+    loaded = loaded or load_version(ws, version)
+    scores = predict_frame(loaded, ws, ws.scan_logs([day]))
+    ws.write_parquet(scores, path)
+    return ScoreResult(version, day, scores.height, str(path), reused=False)

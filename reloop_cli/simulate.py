@@ -1,0 +1,132 @@
+"""`reloop simulate`: the whole loop, day by day, one chain of versions per arm (loss).
+
+Day 0 trains the first version with BCE; it is every arm's starting point. On each later day,
+each arm's live version serves the day (scores it: its ỹ_last for tomorrow), is evaluated on it
+(next-day AUC/Logloss: the version never trained on that day), and then the arm trains its next
+version on the window ending that day, with its own loss and its own parent's predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from reloop_cli.errors import BadInput
+from reloop_cli.evaluate import evaluate_day
+from reloop_cli.registry import Registry
+from reloop_cli.spec import LOSSES, Spec
+from reloop_cli.train import train_version
+from reloop_cli.workspace import Workspace
+
+ROOT_CHAIN = "simulate-root"
+
+
+def chain_of(arm: str) -> str:
+    return f"simulate-{arm}"
+
+
+@dataclass
+class ArmResult:
+    days: list[dict] = field(default_factory=list)  # {"day", "version", "auc", "logloss", ...}
+
+    @property
+    def mean_auc(self) -> float:
+        return sum(d["auc"] for d in self.days) / len(self.days)
+
+    @property
+    def mean_logloss(self) -> float:
+        return sum(d["logloss"] for d in self.days) / len(self.days)
+
+
+@dataclass
+class SimulateResult:
+    train_day: str
+    days: list[str]
+    arms: dict[str, ArmResult]
+    oracle: list[dict] | None = None
+
+    def lift(self, arm: str, baseline: str = "bce") -> dict[str, float] | None:
+        """Relative change of `arm` over `baseline` in mean AUC and mean Logloss, in percent."""
+        if arm not in self.arms or baseline not in self.arms or arm == baseline:
+            return None
+        a, b = self.arms[arm], self.arms[baseline]
+        return {
+            "auc_pct": 100 * (a.mean_auc - b.mean_auc) / b.mean_auc,
+            "logloss_pct": 100 * (a.mean_logloss - b.mean_logloss) / b.mean_logloss,
+        }
+
+    def to_dict(self) -> dict:
+        out = {
+            "train_day": self.train_day,
+            "days": self.days,
+            "arms": {
+                name: {"days": arm.days, "mean_auc": arm.mean_auc, "mean_logloss": arm.mean_logloss}
+                for name, arm in self.arms.items()
+            },
+            "oracle": self.oracle,
+            "lift_over_bce": {
+                arm: lift for arm in self.arms if (lift := self.lift(arm)) is not None
+            },
+        }
+        return out
+
+
+def parse_arms(text: str) -> list[str]:
+    arms = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in LOSSES]
+    if not arms or unknown:
+        shown = ",".join(unknown) or repr(text)
+        raise BadInput(f"--arms: {shown} not among {', '.join(LOSSES)}")
+    return list(dict.fromkeys(arms))
+
+
+def simulate(
+    ws: Workspace,
+    registry: Registry,
+    spec: Spec,
+    days: int,
+    arms: list[str],
+    on_step: Callable[[str], None] = lambda _: None,
+) -> SimulateResult:
+    """Run the loop over the first `days + 1` ingested days; call under the workspace lock."""
+    available = ws.days()
+    if days < 1:
+        raise BadInput(f"--days: {days} must be >= 1")
+    if len(available) < days + 1:
+        raise BadInput(
+            f"{ws.root}: --days {days} needs {days + 1} ingested days (one to start), "
+            f"found {len(available)}"
+        )
+    train_day, *eval_days = available[: days + 1]
+    on_step(f"day 0 ({train_day}): training the first version (bce)")
+    root = train_version(
+        ws,
+        registry,
+        spec.override("train", loss="bce"),
+        train_day,
+        chain=ROOT_CHAIN,
+        use_live_parent=False,
+    )
+    live = {arm: root.version for arm in arms}
+    results = {arm: ArmResult() for arm in arms}
+    oracle: list[dict] = []
+    for index, day in enumerate(eval_days, start=1):
+        for arm in arms:
+            on_step(f"day {index} ({day}): {arm} v{live[arm]} serves and is evaluated")
+            ev = evaluate_day(ws, registry, live[arm], day)
+            results[arm].days.append({"day": day, "version": live[arm], **ev.metrics})
+            if ev.oracle and len(oracle) < index:
+                oracle.append({"day": day, **ev.oracle})
+            if index == len(eval_days):
+                continue  # nothing left to evaluate a newer version on
+            on_step(f"day {index} ({day}): {arm} trains its next version")
+            trained = train_version(
+                ws,
+                registry,
+                spec.override("train", loss=arm),
+                day,
+                chain=chain_of(arm),
+                parent=live[arm],
+            )
+            live[arm] = trained.version
+    return SimulateResult(train_day, eval_days, results, oracle or None)

@@ -1,0 +1,202 @@
+"""The pipeline spec: one TOML file in `pipelines/` says what the logs look like and how to learn.
+
+Every stage reads its settings from a `Spec`; command-line options override single fields through
+`Spec.override`, so the same validation runs whichever way a value arrives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from reloop_cli.errors import BadInput
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+LOSSES = ("bce", "kd", "reloop")
+FORMATS = ("csv", "tsv", "parquet", "libfm")
+NUMERIC_TRANSFORMS = ("log", "bucket")
+LAST_SOURCES = ("parent", "served")
+
+
+def _check(condition: bool, where: str, message: str) -> None:
+    if not condition:
+        raise BadInput(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a raw log row holds and which columns play which role."""
+
+    label: str = "label"
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    # "log": sign(x)*log1p(|x|) scales a per-field vector; "bucket": Criteo's floor(log(x)^2) bins.
+    numeric_transform: str = "log"
+    format: str | None = None  # None: chosen from each file's extension
+    time_column: str | None = None
+    time_format: str | None = None  # strftime pattern for string times; None = epoch seconds
+    impression_id: str | None = None
+    pctr: str | None = None  # the served model's logged prediction, if the logs carry it
+    oracle: str | None = None  # true click probability (simulated data only); never trained on
+    start_date: str = "2024-01-01"  # first pseudo-day for logs without a time column
+    max_reject_fraction: float = 0.0  # 0: any bad row fails the ingest
+
+    def validate(self) -> None:
+        _check(bool(self.categorical or self.numeric), "data", "no categorical or numeric fields")
+        _check(self.format is None or self.format in FORMATS, "data.format", f"one of {FORMATS}")
+        _check(
+            self.numeric_transform in NUMERIC_TRANSFORMS,
+            "data.numeric_transform",
+            f"must be one of {NUMERIC_TRANSFORMS}",
+        )
+        _check(0.0 <= self.max_reject_fraction <= 1.0, "data.max_reject_fraction", "not in [0, 1]")
+        names = [self.label, *self.categorical, *self.numeric]
+        _check(len(names) == len(set(names)), "data", "a column is named twice")
+
+    @property
+    def feature_fields(self) -> tuple[str, ...]:
+        return (*self.categorical, *self.numeric)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which network and its size; see docs/MODELS.md for what each knob does."""
+
+    name: str = "deepfm"
+    embedding_dim: int = 10
+    hidden_units: tuple[int, ...] = (64, 64)
+    dropout: float = 0.0
+    batch_norm: bool = False
+    cross_layers: int = 2
+    cin_layers: tuple[int, ...] = (16, 16)
+
+    def validate(self) -> None:
+        from reloop_cli.models import MODELS
+
+        _check(self.name in MODELS, "model.name", f"'{self.name}' is not one of {sorted(MODELS)}")
+        _check(self.embedding_dim > 0, "model.embedding_dim", "must be positive")
+        _check(all(h > 0 for h in self.hidden_units), "model.hidden_units", "must be positive")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        _check(self.cross_layers >= 0, "model.cross_layers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How each new version is trained."""
+
+    loss: str = "reloop"
+    alpha: float = 0.5
+    window_days: int = 3
+    epochs: int = 2
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    embedding_l2: float = 0.0
+    seed: int = 0
+    warm_start: bool = False
+    last_source: str = "parent"
+    min_count: int = 1  # a value seen fewer times in a window stays out-of-vocabulary
+
+    def validate(self) -> None:
+        _check(self.loss in LOSSES, "loss", f"'{self.loss}' is not one of {', '.join(LOSSES)}")
+        _check(0.0 <= self.alpha <= 1.0, "alpha", f"{self.alpha} is outside [0, 1]")
+        _check(self.window_days >= 1, "train.window_days", "must be >= 1")
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
+        _check(self.embedding_l2 >= 0, "train.embedding_l2", "must be >= 0")
+        _check(self.last_source in LAST_SOURCES, "train.last_source", f"one of {LAST_SOURCES}")
+        _check(self.min_count >= 1, "train.min_count", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """When a candidate may replace the live version."""
+
+    max_auc_drop: float = 0.002
+    max_logloss_rise: float = 0.005
+    min_auc: float = 0.55  # absolute floor, the only check for the very first version
+
+    def validate(self) -> None:
+        _check(self.max_auc_drop >= 0, "gate.max_auc_drop", "must be >= 0")
+        _check(self.max_logloss_rise >= 0, "gate.max_logloss_rise", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole pipeline: data layout, model, training and promotion gate."""
+
+    name: str = "pipeline"
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    gate: GateSpec = field(default_factory=GateSpec)
+    source: str = "<defaults>"
+
+    def validate(self) -> Spec:
+        for section in (self.data, self.model, self.train, self.gate):
+            try:
+                section.validate()
+            except BadInput as err:
+                raise BadInput(f"{self.source}: {err}") from None
+        return self
+
+    def override(self, section: str, **values: Any) -> Spec:
+        """A copy with some fields of one section replaced (None means: keep the spec's)."""
+        given = {k: v for k, v in values.items() if v is not None}
+        if not given:
+            return self
+        part = dataclasses.replace(getattr(self, section), **given)
+        return dataclasses.replace(self, **{section: part}).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            **{s: dataclasses.asdict(getattr(self, s)) for s in ("data", "model", "train", "gate")},
+        }
+
+
+_SECTIONS = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec, "gate": GateSpec}
+
+
+def _build_section(cls: type, raw: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise BadInput(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
+        values[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise BadInput(f"{where}: {err}") from None
+
+
+def spec_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Spec:
+    """Build and validate a spec from parsed TOML."""
+    unknown = set(raw) - {"name", *_SECTIONS}
+    if unknown:
+        raise BadInput(f"{source}: unknown section(s) {sorted(unknown)}")
+    parts = {
+        name: _build_section(cls, raw.get(name, {}), f"{source} [{name}]")
+        for name, cls in _SECTIONS.items()
+    }
+    return Spec(name=raw.get("name", Path(source).stem), source=source, **parts).validate()
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read a pipeline spec from TOML."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: spec file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise BadInput(f"{path}: not valid TOML ({err})") from None
+    return spec_from_dict(raw, str(path))

@@ -1,0 +1,186 @@
+"""`reloop train`: version t on the last W days, learning from version t-1's predictions.
+
+One lazy Polars query builds the training rows: the window's logs, left-joined on impression id
+with the parent's scores (ỹ_last). A left join onto unique ids keeps every row exactly once; rows
+the parent never scored get NaN and fall back to BCE in the loss, and are counted in the version's
+metadata. The first version of a chain has no parent and trains with BCE.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import polars as pl
+import torch
+
+from reloop_cli.checkpoint import load_version, publish_version
+from reloop_cli.errors import BadInput
+from reloop_cli.features import dense_fields, encode, grow_vocab, to_tensors, vocab_sizes
+from reloop_cli.ingest import IMPRESSION_ID, SERVED_PCTR
+from reloop_cli.losses import training_loss
+from reloop_cli.models import CTRModel, build_model
+from reloop_cli.registry import Registry, now_utc
+from reloop_cli.score import score_day
+from reloop_cli.spec import Spec
+from reloop_cli.workspace import Workspace
+
+Y_LAST = "y_last"
+DEFAULT_CHAIN = "main"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced; also the core of the version's meta.json."""
+
+    version: int
+    chain: str
+    parent: int | None
+    day: str
+    window: list[str]
+    loss: str
+    alpha: float
+    seed: int
+    warm_start: bool
+    rows: int
+    rows_without_last: int | None
+    epoch_losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def window_for(ws: Workspace, day: str, window_days: int) -> list[str]:
+    """The last `window_days` ingested days up to and including `day`."""
+    ws.require_day(day)
+    earlier = [d for d in ws.days() if d <= day]
+    return earlier[-window_days:]
+
+
+def parent_predictions(ws: Workspace, spec: Spec, parent: int, window: list[str]) -> pl.LazyFrame:
+    """ỹ_last per impression id: the parent re-scoring the window, or what serving logged."""
+    if spec.train.last_source == "served":
+        rows = ws.scan_logs(window)
+        if SERVED_PCTR not in rows.collect_schema().names():
+            raise BadInput(f"{spec.source}: last_source='served' but the logs carry no pctr column")
+        return rows.select(IMPRESSION_ID, pl.col(SERVED_PCTR).alias(Y_LAST))
+    loaded = load_version(ws, parent)
+    for day in window:
+        score_day(ws, parent, day, loaded=loaded)
+    scores = pl.concat([ws.scan_scores(parent, day) for day in window])
+    return scores.select(IMPRESSION_ID, pl.col("pctr").alias(Y_LAST))
+
+
+def training_rows(
+    ws: Workspace, spec: Spec, window: list[str], parent: int | None, loss: str
+) -> pl.LazyFrame:
+    """The window's rows, with ỹ_last joined in when the loss reads it."""
+    rows = ws.scan_logs(window)
+    if parent is None or loss == "bce":
+        return rows
+    last = parent_predictions(ws, spec, parent, window).unique(IMPRESSION_ID, keep="first")
+    return rows.join(last, on=IMPRESSION_ID, how="left", maintain_order="left")
+
+
+def fit(model: CTRModel, table, spec: Spec, loss: str, alpha: float, seed: int) -> list[float]:
+    """Adam over shuffled batches for the spec's epochs; returns the mean loss of each epoch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    tables = [m.table.weight for m in model.embedding_tables()]
+    epoch_losses = []
+    for _ in range(spec.train.epochs):
+        model.train()
+        total, batches = 0.0, 0
+        for categorical, dense, label, y_last in table.batches(spec.train.batch_size, generator):
+            logits = model(categorical, dense)
+            objective = training_loss(loss, logits, label, y_last, alpha)
+            if spec.train.embedding_l2 > 0:
+                # FuxiCTR's embedding regulariser: (lambda / 2) * ||E||^2 per batch.
+                objective = objective + spec.train.embedding_l2 / 2 * sum(
+                    t.pow(2).sum() for t in tables
+                )
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            total += float(objective.detach())
+            batches += 1
+        epoch_losses.append(total / max(batches, 1))
+    return epoch_losses
+
+
+def _warm_start(model: CTRModel, ws: Workspace, parent: int) -> None:
+    """Start from the parent's weights; values new since the parent keep their fresh rows."""
+    parent_model = load_version(ws, parent)
+    parent_state = parent_model.model.state_dict()
+    parent_sizes = parent_model.meta["field_sizes"]
+    own = model.state_dict()
+    if set(parent_state) != set(own):
+        raise BadInput(f"version {parent}: a different model; cannot warm-start from it")
+    for name, module in model.named_modules():
+        if hasattr(module, "grow_from"):
+            module.grow_from(parent_state[f"{name}.table.weight"], parent_sizes)
+    with torch.no_grad():
+        for name, tensor in own.items():
+            if ".table.weight" not in name and parent_state[name].shape == tensor.shape:
+                tensor.copy_(parent_state[name])
+
+
+def train_version(
+    ws: Workspace,
+    registry: Registry,
+    spec: Spec,
+    day: str,
+    *,
+    chain: str = DEFAULT_CHAIN,
+    parent: int | None = None,
+    use_live_parent: bool = True,
+    promote: bool = True,
+) -> TrainResult:
+    """Train, publish and (by default) make live the next version of `chain`; call under lock."""
+    started = time.perf_counter()
+    if parent is None and use_live_parent:
+        parent = registry.live(chain)
+    loss = spec.train.loss if parent is not None else "bce"
+    window = window_for(ws, day, spec.train.window_days)
+    rows = training_rows(ws, spec, window, parent, loss)
+    vocab = grow_vocab(ws, spec, rows)
+    sizes = vocab_sizes(vocab, spec)
+    frame = encode(rows, spec, vocab, sizes).collect()
+    table = to_tensors(frame, spec, Y_LAST)
+    without_last = int(torch.isnan(table.y_last).sum()) if loss != "bce" else None
+
+    seed = spec.train.seed
+    torch.manual_seed(seed)
+    model = build_model(spec.model, sizes, len(dense_fields(spec)))
+    warm = spec.train.warm_start and parent is not None
+    if warm:
+        _warm_start(model, ws, parent)
+    epoch_losses = fit(model, table, spec, loss, spec.train.alpha, seed)
+
+    result = TrainResult(
+        version=0,
+        chain=chain,
+        parent=parent,
+        day=day,
+        window=window,
+        loss=loss,
+        alpha=spec.train.alpha,
+        seed=seed,
+        warm_start=warm,
+        rows=len(table),
+        rows_without_last=without_last,
+        epoch_losses=epoch_losses,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    meta = {
+        **result.to_dict(),
+        "created": now_utc(),
+        "field_sizes": sizes,
+        "n_dense": len(dense_fields(spec)),
+        "spec": spec.to_dict(),
+    }
+    result.version = publish_version(ws, registry, model, meta)
+    if promote:
+        registry.set_live(chain, result.version)
+    return result

@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny simulated log, a small fast spec, and the Frappe files if present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reloop_cli.spec import Spec, load_spec
+from reloop_cli.synth import SynthConfig, synthesize
+from reloop_cli.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+FRAPPE = REPO.parent / "shared" / "data" / "frappe"
+
+
+@pytest.fixture(scope="session")
+def tiny_logs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Four simulated days of 3,000 impressions each (same seed, same files)."""
+    out = tmp_path_factory.mktemp("synth")
+    config = SynthConfig(
+        days=4, rows_per_day=3_000, seed=7, users=200, initial_items=150, new_items_per_day=10
+    )
+    return synthesize(config, out)
+
+
+@pytest.fixture()
+def sample_spec() -> Spec:
+    """The bundled sample spec, shrunk so a version trains in well under a second."""
+    spec = load_spec(REPO / "pipelines" / "sample.toml")
+    spec = spec.override("model", embedding_dim=8, hidden_units=(16,))
+    return spec.override("train", epochs=2, batch_size=256, learning_rate=0.01, window_days=2)
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def frappe_dir() -> Path:
+    if not (FRAPPE / "frappe.test.libfm").exists():
+        pytest.skip(f"Frappe files not found at {FRAPPE} (they are not redistributable)")
+    return FRAPPE
+
+
+def workspace_files(ws: Workspace) -> list[Path]:
+    """Everything under a workspace except the lock file: 'nothing written' means this is empty."""
+    if not ws.root.exists():
+        return []
+    return sorted(p for p in ws.root.rglob("*") if p.is_file() and p.name != ".lock")

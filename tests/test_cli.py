@@ -1,0 +1,101 @@
+"""The command line: one-line errors with exit codes, JSON on stdout, the lock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from reloop_cli.cli import app
+from reloop_cli.errors import EXIT_BAD_INPUT, EXIT_LOCKED
+from tests.conftest import REPO, workspace_files
+
+runner = CliRunner()
+SAMPLE_SPEC = str(REPO / "pipelines" / "sample.toml")
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture()
+def ingested(ws, tiny_logs):
+    result = invoke("ingest", *map(str, tiny_logs), "--spec", SAMPLE_SPEC, "-w", str(ws.root))
+    assert result.exit_code == 0, result.output
+    return ws
+
+
+def test_ingest_missing_file_is_one_line_and_writes_nothing(ws, tmp_path):
+    result = invoke("ingest", str(tmp_path / "gone.csv"), "--spec", SAMPLE_SPEC, "-w", str(ws.root))
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "gone.csv: file not found" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert workspace_files(ws) == []
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (["--loss", "focal"], "'focal' is not one of bce, kd, reloop"),
+        (["--alpha", "1.5"], "alpha: 1.5 is outside [0, 1]"),
+        (["--alpha", "-0.1"], "alpha: -0.1 is outside [0, 1]"),
+    ],
+)
+def test_bad_training_options_exit_non_zero_and_write_nothing(ingested, options, message):
+    before = workspace_files(ingested)
+    result = invoke("train", "--day", "2024-01-02", "-w", str(ingested.root), *options)
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert message in result.output
+    assert workspace_files(ingested) == before
+
+
+def test_train_score_eval_print_json(ingested):
+    ws = str(ingested.root)
+    trained = json.loads(invoke("train", "--day", "2024-01-02", "-w", ws, "--json").stdout)
+    assert trained["version"] == 1 and trained["loss"] == "bce"
+    scored = json.loads(
+        invoke("score", "-v", "1", "--day", "2024-01-03", "-w", ws, "--json").stdout
+    )
+    assert scored["rows"] == 3_000
+    evaluated = json.loads(
+        invoke("eval", "-v", "1", "--day", "2024-01-03", "-w", ws, "--json").stdout
+    )
+    assert evaluated["metrics"]["auc"] > 0.55
+    assert set(evaluated["metrics"]) >= {"auc", "logloss", "rows", "ctr", "mean_pctr"}
+
+
+def test_simulate_json_has_the_documented_shape(ingested):
+    result = invoke(
+        "simulate", "--days", "2", "--arms", "bce,kd,reloop", "-w", str(ingested.root), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["days"] == ["2024-01-02", "2024-01-03"]
+    for arm in ("bce", "kd", "reloop"):
+        entry = payload["arms"][arm]
+        assert [d["day"] for d in entry["days"]] == payload["days"]
+        assert entry["mean_auc"] == pytest.approx(sum(d["auc"] for d in entry["days"]) / 2)
+        assert "logloss" in entry["days"][0] and "mean_logloss" in entry
+
+
+def test_unknown_arm_is_refused(ingested):
+    result = invoke("simulate", "--arms", "bce,foo", "-w", str(ingested.root))
+    assert result.exit_code == EXIT_BAD_INPUT and "--arms: foo" in result.output
+
+
+def test_second_process_is_refused_while_the_workspace_is_locked(ingested):
+    with ingested.lock():
+        result = invoke("train", "--day", "2024-01-02", "-w", str(ingested.root))
+    assert result.exit_code == EXIT_LOCKED
+    assert "locked" in result.output
+
+
+def test_unknown_day_is_named(ingested):
+    result = invoke("score", "-v", "1", "--day", "2031-01-01", "-w", str(ingested.root))
+    assert result.exit_code == EXIT_BAD_INPUT
+
+
+def test_version_flag():
+    result = invoke("--version")
+    assert result.exit_code == 0 and "reloop" in result.output
