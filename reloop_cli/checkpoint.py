@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from reloop_cli.errors import BadInput
+from reloop_cli.faults import crash_point
 from reloop_cli.models import CTRModel, build_model
 from reloop_cli.registry import Registry
 from reloop_cli.spec import Spec, spec_from_dict
@@ -33,15 +35,17 @@ class LoadedVersion:
 
 
 def publish_version(
-    ws: Workspace, registry: Registry, model: CTRModel, meta: dict[str, Any]
+    ws: Workspace, registry: Registry, model: CTRModel, meta: dict[str, Any], staging: Path
 ) -> int:
-    """Write weights and metadata to a staging folder, then rename it to the next version."""
+    """Write weights and metadata into `staging` (a folder from `ws.staging_dir(ws.models)`
+    holding nothing else), then rename it to the next version."""
     version = registry.next_version()
     meta = {**meta, "version": version}
-    staging = ws.staging_dir(ws.models)
     torch.save(model.state_dict(), staging / WEIGHTS)
     ws.write_json(meta, staging / META)
+    crash_point("train")  # trained, not yet published: the version must not exist
     os.rename(staging, ws.model_dir(version))  # the version appears whole, or not at all
+    crash_point("publish")  # published, not yet in the registry: `Registry.sync` finds it
     registry.add_version(meta)
     return version
 

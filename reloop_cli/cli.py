@@ -7,6 +7,7 @@ code in `errors.py`; `--debug` (or RELOOP_DEBUG=1) shows the traceback instead.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -367,6 +368,287 @@ def simulate(
         emit_json(result.to_dict())
         return
     render_simulation(result)
+
+
+@app.command()
+def reproduce(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Logs to use (default: the workspace's).")
+    ] = None,
+    spec_path: SpecOpt = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated backbones.")] = None,
+    seeds: Annotated[int, typer.Option(help="Training seeds (spec seed, +1, ...).")] = 3,
+    alphas: Annotated[
+        str | None, typer.Option(help="Comma-separated alphas for kd/reloop.")
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="train:valid:test ratio, or 'files' (3 FILES).")
+    ] = "8:1:1",
+    split_seed: Annotated[int, typer.Option(help="Seed of the random split.")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Override the spec's max epochs.")] = None,
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    as_json: JsonOpt = False,
+) -> None:
+    """The paper's static protocol: previous model on 90% of train gives ỹ_last; bce vs kd vs
+    reloop per backbone, test AUC/Logloss as mean ± std over seeds. Writes nothing.
+
+    Example: reloop reproduce --spec pipelines/frappe.toml --models deepfm,dcn --seeds 3
+    """
+    from reloop_cli.errors import BadInput
+    from reloop_cli.reproduce import reproduce as run_reproduce
+
+    ws = Workspace(workspace)
+
+    def action():
+        spec = _spec_for(ws, spec_path).override("train", epochs=epochs)
+        try:
+            alpha_list = [float(a) for a in (alphas or str(spec.train.alpha)).split(",")]
+        except ValueError:
+            raise BadInput(
+                f"--alphas: '{alphas}' is not a comma-separated list of numbers"
+            ) from None
+        model_list = [m.strip() for m in (models or spec.model.name).split(",") if m.strip()]
+        with err.status("reproducing") as status:
+            return run_reproduce(
+                ws,
+                spec,
+                files=list(files or []),
+                models=model_list,
+                seeds=seeds,
+                alphas=alpha_list,
+                split=split,
+                split_seed=split_seed,
+                on_step=status.update,
+            )
+
+    result = run_stage(action)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    rows = ", ".join(f"{k} {v:,}" for k, v in result.rows.items())
+    table = Table(title=f"test AUC / Logloss, mean ± std over seeds {result.seeds} ({rows})")
+    for column in ("model", "loss", "AUC", "Logloss", "ΔAUC", "ΔLogloss"):
+        table.add_column(column, justify="left" if column in ("model", "loss") else "right")
+    for arm in result.arms:
+        (auc_m, auc_s), (ll_m, ll_s) = arm.stat("auc"), arm.stat("logloss")
+        lift = result.lift(arm)
+        name = arm.loss if arm.alpha is None else f"{arm.loss} alpha={arm.alpha:g}"
+        table.add_row(
+            arm.model,
+            name,
+            f"{auc_m:.4f} ± {auc_s:.4f}",
+            f"{ll_m:.4f} ± {ll_s:.4f}",
+            "" if arm.loss == "bce" else f"{lift['auc_pct']:+.2f}%",
+            "" if arm.loss == "bce" else f"{lift['logloss_pct']:+.2f}%",
+        )
+    out.print(table)
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+                "level": record.levelname.lower(),
+                "message": record.getMessage(),
+            }
+        )
+
+
+def _setup_logging(as_json: bool) -> None:
+    """Cycle logs go to stderr (cron mails it; log shippers read JSON lines with --log-json)."""
+    logger = logging.getLogger("reloop")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonLines() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+
+
+@app.command("run")
+def run_command(
+    spec_path: Annotated[Path, typer.Option("--spec", "-s", help="Pipeline spec (TOML).")],
+    logs: Annotated[str, typer.Option(help="Folder, glob or file of raw logs to pick up.")],
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    day: Annotated[str | None, typer.Option(help="Re-run (backfill) this day.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Say what would happen; write nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Promote even if the gate refuses.")] = False,
+    log_json: Annotated[bool, typer.Option(help="Log JSON lines on stderr.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """One scheduled retraining cycle: ingest, serve, train, judge, promote through the gate.
+
+    Exit codes: 0 done or nothing new, 2 bad input, 3 locked, 4 gate refused, 1 internal error.
+    Example (cron): reloop run --spec pipelines/sample.toml --logs /data/clicks/ -w /srv/reloop
+    """
+    from reloop_cli.cycle import plan_cycle, run_cycle
+    from reloop_cli.errors import EXIT_GATE_REFUSED
+    from reloop_cli.registry import Registry
+    from reloop_cli.spec import load_spec
+
+    _setup_logging(log_json)
+    ws = Workspace(workspace)
+    command = " ".join(
+        ["run", f"--logs={logs}"]
+        + ([f"--day={day}"] if day else [])
+        + (["--force"] if force else [])
+    )
+
+    def action():
+        spec = load_spec(spec_path)
+        if dry_run:
+            return plan_cycle(ws, spec, logs, day)
+        with ws.lock(), Registry(ws) as registry:
+            run_id = registry.start_run(command)
+            try:
+                result = run_cycle(ws, registry, spec, logs, day=day, force=force)
+            except BaseException as error:
+                registry.finish_run(run_id, "failed", {"error": str(error)})
+                raise
+            registry.finish_run(run_id, result.outcome, result.to_dict())
+            return result
+
+    result = run_stage(action)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        out.print(_cycle_summary(result))
+    if result.outcome == "rejected":
+        raise typer.Exit(EXIT_GATE_REFUSED)
+
+
+def _cycle_summary(result) -> str:
+    if result.outcome == "dry-run":
+        return (
+            f"dry run for {result.day}: "
+            + "; ".join(result.plan)
+            + ("\n  " + "\n  ".join(result.new_files) if result.new_files else "")
+        )
+    if result.outcome == "nothing-new":
+        return (
+            f"nothing new: {result.day} already has v{result.candidate}; "
+            f"live is v{result.live_after}"
+        )
+    gate = result.gate or {}
+    cand = gate.get("candidate", {})
+    text = (
+        f"{result.day}: candidate v{result.candidate} holdout AUC {fmt(cand.get('auc'))} "
+        f"Logloss {fmt(cand.get('logloss'))}"
+    )
+    if gate.get("live"):
+        text += (
+            f" vs live v{result.live_before} AUC {fmt(gate['live']['auc'])} "
+            f"Logloss {fmt(gate['live']['logloss'])}"
+        )
+    elif gate.get("first_version"):
+        text += " (first version: absolute thresholds only)"
+    verdict = {
+        "promoted": "promoted" + (" (FORCED past the gate)" if gate.get("forced") else ""),
+        "rejected": "rejected: " + "; ".join(gate.get("reasons", [])),
+    }[result.outcome]
+    return f"{text} -> {verdict}"
+
+
+@app.command("status")
+def status_command(
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """The live version, the last runs, and every version with its gate metrics.
+
+    Example: reloop status -w /srv/reloop
+    """
+    from reloop_cli.promotion import status
+    from reloop_cli.registry import Registry
+
+    ws = Workspace(workspace)
+
+    def action():
+        from reloop_cli.errors import BadInput
+
+        if not ws.registry_path.exists():
+            raise BadInput(f"{ws.root}: no registry yet; run `reloop run` or `reloop train` first")
+        with Registry(ws) as registry:
+            return status(registry, runs=runs)
+
+    report = run_stage(action)
+    if as_json:
+        emit_json(report)
+        return
+    out.print(f"live version: {'v' + str(report['live']) if report['live'] else 'none'}")
+    table = Table(
+        "version",
+        "day",
+        "parent",
+        "loss",
+        "status",
+        "holdout AUC",
+        "holdout Logloss",
+        title="versions (chain main)",
+    )
+    for v in report["versions"]:
+        table.add_row(
+            f"v{v['version']}",
+            v["day"],
+            f"v{v['parent']}" if v["parent"] else "-",
+            v["loss"],
+            v["status"],
+            fmt(v["holdout_auc"]),
+            fmt(v["holdout_logloss"]),
+        )
+    out.print(table)
+    runs_table = Table("run", "started", "ended", "outcome", "command", title="recent runs")
+    for r in report["runs"]:
+        runs_table.add_row(
+            str(r["id"]), r["started"], r["ended"] or "-", r["outcome"], r["command"]
+        )
+    out.print(runs_table)
+
+
+@app.command("promote")
+def promote_command(
+    version: Annotated[int, typer.Argument(help="Version to make live.")],
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+) -> None:
+    """Make a version live by hand, overriding the gate (recorded as a manual promotion).
+
+    Example: reloop promote 7
+    """
+    from reloop_cli.promotion import promote_version
+    from reloop_cli.registry import Registry
+
+    ws = Workspace(workspace)
+
+    def action():
+        with ws.lock(), Registry(ws) as registry:
+            return promote_version(registry, version)
+
+    previous = run_stage(action)
+    out.print(
+        f"v{version} is live (was {'v' + str(previous) if previous else 'none'}); "
+        "recorded as a manual promotion"
+    )
+
+
+@app.command("rollback")
+def rollback_command(workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE)) -> None:
+    """Put back the version that was live before the current one (recorded as a rollback).
+
+    Example: reloop rollback
+    """
+    from reloop_cli.promotion import rollback
+    from reloop_cli.registry import Registry
+
+    ws = Workspace(workspace)
+
+    def action():
+        with ws.lock(), Registry(ws) as registry:
+            return rollback(registry)
+
+    current, target = run_stage(action)
+    out.print(f"rolled back: v{target} is live again (v{current} marked rejected)")
 
 
 def render_simulation(result) -> None:

@@ -8,6 +8,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_LOCKED = 3
+EXIT_GATE_REFUSED = 4
 
 
 class ReloopError(Exception):

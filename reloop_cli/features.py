@@ -55,16 +55,18 @@ def vocab_path(ws: Workspace) -> Path:
     return ws.features / "vocab.parquet"
 
 
-def load_vocab(ws: Workspace) -> pl.DataFrame:
-    path = vocab_path(ws)
-    if path.exists():
-        return pl.read_parquet(path)
+def empty_vocab() -> pl.DataFrame:
     return pl.DataFrame(schema=VOCAB_SCHEMA)
 
 
-def grow_vocab(ws: Workspace, spec: Spec, rows: pl.LazyFrame) -> pl.DataFrame:
-    """Add the window's values seen at least `min_count` times; existing rows never move."""
-    vocab = load_vocab(ws)
+def load_vocab(ws: Workspace) -> pl.DataFrame:
+    path = vocab_path(ws)
+    return pl.read_parquet(path) if path.exists() else empty_vocab()
+
+
+def extend_vocab(vocab: pl.DataFrame, spec: Spec, rows: pl.LazyFrame) -> pl.DataFrame:
+    """`vocab` plus the values of `rows` seen at least `min_count` times, appended per field in
+    sorted order after the field's current last row; existing rows never move."""
     additions = []
     for name in categorical_fields(spec):
         counts = (
@@ -87,10 +89,16 @@ def grow_vocab(ws: Workspace, spec: Spec, rows: pl.LazyFrame) -> pl.DataFrame:
                 pl.int_range(start, start + new.height, dtype=pl.Int32).alias("index"),
             )
         )
-    if additions:
-        vocab = pl.concat([vocab, *additions], how="vertical")
-        ws.write_parquet(vocab, vocab_path(ws))
-    return vocab
+    return pl.concat([vocab, *additions], how="vertical") if additions else vocab
+
+
+def grow_vocab(ws: Workspace, spec: Spec, rows: pl.LazyFrame) -> pl.DataFrame:
+    """Extend the workspace's vocabulary with a window's values and save it (atomically)."""
+    vocab = load_vocab(ws)
+    grown = extend_vocab(vocab, spec, rows)
+    if grown.height != vocab.height:
+        ws.write_parquet(grown, vocab_path(ws))
+    return grown
 
 
 def vocab_sizes(vocab: pl.DataFrame, spec: Spec) -> list[int]:
@@ -145,18 +153,20 @@ def to_tensors(frame: pl.DataFrame, spec: Spec, y_last_column: str | None = None
     cats, dens = categorical_fields(spec), dense_fields(spec)
     n = frame.height
     categorical = (
-        frame.select(cats).to_numpy().astype(np.int64, copy=False)
+        frame.select(cats).to_numpy(writable=True).astype(np.int64, copy=False)
         if cats
         else np.zeros((n, 0), np.int64)
     )
     dense = (
-        frame.select(dens).to_numpy().astype(np.float32, copy=False)
+        frame.select(dens).to_numpy(writable=True).astype(np.float32, copy=False)
         if dens
         else np.zeros((n, 0), np.float32)
     )
-    label = frame["label"].cast(pl.Float32).to_numpy()
+    label = frame["label"].cast(pl.Float32).to_numpy(writable=True)
     if y_last_column and y_last_column in frame.columns:
-        y_last = frame[y_last_column].cast(pl.Float32).fill_null(float("nan")).to_numpy()
+        y_last = (
+            frame[y_last_column].cast(pl.Float32).fill_null(float("nan")).to_numpy(writable=True)
+        )
     else:
         y_last = np.full(n, np.nan, np.float32)
     return TensorTable(

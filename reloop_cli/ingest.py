@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from reloop_cli.errors import BadInput
+from reloop_cli.faults import crash_point
 from reloop_cli.readers import ROW, read_raw
 from reloop_cli.spec import DataSpec, Spec
 from reloop_cli.workspace import Workspace
@@ -163,7 +164,18 @@ def _batch_key(digests: list[str], spec: Spec, days: int | None, start: str) -> 
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _load_batch(paths: list[Path], spec: Spec, days: int | None, start: str) -> pl.DataFrame:
+def manifest_path(ws: Workspace, key: str) -> Path:
+    return ws.logs / "_manifest" / f"{key}.json"
+
+
+def is_ingested(ws: Workspace, spec: Spec, path: Path) -> bool:
+    """Whether this file (with a time column, keyed on its own) is in the workspace already."""
+    return manifest_path(
+        ws, _batch_key([file_digest(path)], spec, None, spec.data.start_date)
+    ).exists()
+
+
+def load_files(paths: list[Path], spec: Spec, days: int | None, start: str) -> pl.DataFrame:
     """Read, validate and day-assign a batch of files; raises before anything is written."""
     frames = []
     for path in paths:
@@ -185,6 +197,7 @@ def _write_batch(ws: Workspace, key: str, batch: pl.DataFrame, result: IngestRes
     for (day,), part in bad.partition_by("day", as_dict=True, maintain_order=True).items():
         target = ws.rejects / f"day={day}" / f"part-{key}.parquet"
         ws.write_parquet(part.rename({"_file": "source_file", ROW: "source_row"}), target)
+    crash_point("ingest")  # day files written, manifest not yet: a rerun rewrites the same files
     result.rows += good.height
     result.rejected += bad.height
     manifest = {
@@ -193,7 +206,7 @@ def _write_batch(ws: Workspace, key: str, batch: pl.DataFrame, result: IngestRes
         "rows": good.height,
         "rejected": bad.height,
     }
-    ws.write_json(manifest, ws.logs / "_manifest" / f"{key}.json")
+    ws.write_json(manifest, manifest_path(ws, key))
 
 
 def ingest(
@@ -230,10 +243,10 @@ def ingest(
             if not path.is_file():
                 raise BadInput(f"{path}: file not found")
         key = _batch_key([file_digest(p) for p in group], spec, days, start)
-        if (ws.logs / "_manifest" / f"{key}.json").exists():
+        if manifest_path(ws, key).exists():
             result.skipped.extend(str(p) for p in group)
             continue
-        loaded.append((key, _load_batch(group, spec, days, start)))
+        loaded.append((key, load_files(group, spec, days, start)))
     for key, batch in loaded:  # all files validated: only now touch the workspace
         _write_batch(ws, key, batch, result)
     return result

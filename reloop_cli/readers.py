@@ -14,7 +14,7 @@ from reloop_cli.errors import BadInput
 from reloop_cli.spec import DataSpec
 
 ROW = "_row"
-_EXTENSIONS = {
+EXTENSIONS = {
     ".csv": "csv",
     ".tsv": "tsv",
     ".txt": "tsv",
@@ -30,7 +30,7 @@ def detect_format(path: Path, data: DataSpec) -> str:
     if data.format:
         return data.format
     suffixes = [s for s in path.suffixes if s not in (".gz",)]
-    fmt = _EXTENSIONS.get(suffixes[-1].lower()) if suffixes else None
+    fmt = EXTENSIONS.get(suffixes[-1].lower()) if suffixes else None
     if fmt is None:
         raise BadInput(f"{path}: cannot tell the format from the extension; set data.format")
     return fmt

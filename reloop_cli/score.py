@@ -10,6 +10,7 @@ import polars as pl
 import torch
 
 from reloop_cli.checkpoint import LoadedVersion, load_version
+from reloop_cli.faults import crash_point
 from reloop_cli.features import encode, load_vocab, to_tensors
 from reloop_cli.ingest import IMPRESSION_ID
 from reloop_cli.models import CTRModel
@@ -65,5 +66,6 @@ def score_day(
         return ScoreResult(version, day, rows, str(path), reused=True)
     loaded = loaded or load_version(ws, version)
     scores = predict_frame(loaded, ws, ws.scan_logs([day]))
+    crash_point("score")
     ws.write_parquet(scores, path)
     return ScoreResult(version, day, scores.height, str(path), reused=False)

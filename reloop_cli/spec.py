@@ -23,6 +23,7 @@ LOSSES = ("bce", "kd", "reloop")
 FORMATS = ("csv", "tsv", "parquet", "libfm")
 NUMERIC_TRANSFORMS = ("log", "bucket")
 LAST_SOURCES = ("parent", "served")
+MONITORS = ("auc", "logloss", "auc-logloss")
 
 
 def _check(condition: bool, where: str, message: str) -> None:
@@ -94,10 +95,15 @@ class TrainSpec:
     loss: str = "reloop"
     alpha: float = 0.5
     window_days: int = 3
-    epochs: int = 2
+    epochs: int = 10  # at most; early stopping usually ends sooner
     batch_size: int = 1024
     learning_rate: float = 1e-3
     embedding_l2: float = 0.0
+    validation_fraction: float = 0.1  # rows held out for early stopping; 0 = train all epochs
+    monitor: str = "auc"  # auc | logloss | auc-logloss, measured on the validation slice
+    patience: int = 2  # epochs without improvement before stopping
+    plateau_factor: float = 0.1  # learning rate times this when an epoch does not improve
+    min_learning_rate: float = 1e-6
     seed: int = 0
     warm_start: bool = False
     last_source: str = "parent"
@@ -111,6 +117,10 @@ class TrainSpec:
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
         _check(self.embedding_l2 >= 0, "train.embedding_l2", "must be >= 0")
+        _check(0 <= self.validation_fraction < 1, "train.validation_fraction", "not in [0, 1)")
+        _check(self.monitor in MONITORS, "train.monitor", f"one of {MONITORS}")
+        _check(self.patience >= 1, "train.patience", "must be >= 1")
+        _check(0 < self.plateau_factor <= 1, "train.plateau_factor", "must be in (0, 1]")
         _check(self.last_source in LAST_SOURCES, "train.last_source", f"one of {LAST_SOURCES}")
         _check(self.min_count >= 1, "train.min_count", "must be >= 1")
 
@@ -119,13 +129,16 @@ class TrainSpec:
 class GateSpec:
     """When a candidate may replace the live version."""
 
-    max_auc_drop: float = 0.002
-    max_logloss_rise: float = 0.005
-    min_auc: float = 0.55  # absolute floor, the only check for the very first version
+    max_auc_drop: float = 0.002  # candidate AUC may be at most this much below live's
+    max_logloss_rise: float = 0.005  # candidate Logloss may be at most this much above live's
+    min_auc: float = 0.55  # absolute floors: the only checks for the very first version
+    max_logloss: float = 1.0
+    holdout_fraction: float = 0.2  # share of the newest day kept out of training to judge on
 
     def validate(self) -> None:
         _check(self.max_auc_drop >= 0, "gate.max_auc_drop", "must be >= 0")
         _check(self.max_logloss_rise >= 0, "gate.max_logloss_rise", "must be >= 0")
+        _check(0 < self.holdout_fraction < 1, "gate.holdout_fraction", "must be in (0, 1)")
 
 
 @dataclass(frozen=True)

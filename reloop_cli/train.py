@@ -8,17 +8,20 @@ metadata. The first version of a chain has no parent and trains with BCE.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import polars as pl
 import torch
 
 from reloop_cli.checkpoint import load_version, publish_version
 from reloop_cli.errors import BadInput
-from reloop_cli.features import dense_fields, encode, grow_vocab, to_tensors, vocab_sizes
-from reloop_cli.ingest import IMPRESSION_ID, SERVED_PCTR
-from reloop_cli.losses import training_loss
+from reloop_cli.features import categorical_fields, dense_fields, encode, grow_vocab, vocab_sizes
+from reloop_cli.fitting import fit
+from reloop_cli.ingest import IMPRESSION_ID, LABEL, SERVED_PCTR
+from reloop_cli.loader import ParquetBatches
 from reloop_cli.models import CTRModel, build_model
 from reloop_cli.registry import Registry, now_utc
 from reloop_cli.score import score_day
@@ -44,7 +47,8 @@ class TrainResult:
     warm_start: bool
     rows: int
     rows_without_last: int | None
-    epoch_losses: list[float] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, validation metrics, lr
+    best_epoch: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -83,30 +87,32 @@ def training_rows(
     return rows.join(last, on=IMPRESSION_ID, how="left", maintain_order="left")
 
 
-def fit(model: CTRModel, table, spec: Spec, loss: str, alpha: float, seed: int) -> list[float]:
-    """Adam over shuffled batches for the spec's epochs; returns the mean loss of each epoch."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.train.learning_rate)
-    generator = torch.Generator().manual_seed(seed)
-    tables = [m.table.weight for m in model.embedding_tables()]
-    epoch_losses = []
-    for _ in range(spec.train.epochs):
-        model.train()
-        total, batches = 0.0, 0
-        for categorical, dense, label, y_last in table.batches(spec.train.batch_size, generator):
-            logits = model(categorical, dense)
-            objective = training_loss(loss, logits, label, y_last, alpha)
-            if spec.train.embedding_l2 > 0:
-                # FuxiCTR's embedding regulariser: (lambda / 2) * ||E||^2 per batch.
-                objective = objective + spec.train.embedding_l2 / 2 * sum(
-                    t.pow(2).sum() for t in tables
-                )
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
-            total += float(objective.detach())
-            batches += 1
-        epoch_losses.append(total / max(batches, 1))
-    return epoch_losses
+def split_to_parquet(
+    encoded: pl.LazyFrame, spec: Spec, folder: Path, y_last_column: str | None
+) -> tuple[ParquetBatches, ParquetBatches | None]:
+    """Stream the encoded window to train.parquet and (a seeded hash slice) valid.parquet."""
+    fraction = spec.train.validation_fraction
+    if fraction == 0:
+        return ParquetBatches.write(encoded, folder / "train.parquet", spec, y_last_column), None
+    bucket = pl.col(IMPRESSION_ID).hash(spec.train.seed) % 10_000
+    is_valid = bucket < round(fraction * 10_000)
+    train = ParquetBatches.write(
+        encoded.filter(~is_valid), folder / "train.parquet", spec, y_last_column
+    )
+    valid = ParquetBatches.write(
+        encoded.filter(is_valid), folder / "valid.parquet", spec, y_last_column
+    )
+    return train, valid if len(valid) else None
+
+
+def count_without_last(folder: Path, y_last_column: str | None) -> int | None:
+    """Rows of the window whose parent prediction is missing (they trained with plain BCE)."""
+    if y_last_column is None:
+        return None
+    files = sorted(folder.glob("*.parquet"))
+    return int(
+        pl.scan_parquet(files).select(pl.col(y_last_column).is_null().sum()).collect().item()
+    )
 
 
 def _warm_start(model: CTRModel, ws: Workspace, parent: int) -> None:
@@ -136,19 +142,28 @@ def train_version(
     parent: int | None = None,
     use_live_parent: bool = True,
     promote: bool = True,
+    exclude: pl.Expr | None = None,
 ) -> TrainResult:
-    """Train, publish and (by default) make live the next version of `chain`; call under lock."""
+    """Train, publish and (by default) make live the next version of `chain`; call under lock.
+
+    Rows matching `exclude` (evaluated on the window's rows, which carry a `day` column) are kept
+    out of training entirely.
+    """
     started = time.perf_counter()
     if parent is None and use_live_parent:
         parent = registry.live(chain)
     loss = spec.train.loss if parent is not None else "bce"
     window = window_for(ws, day, spec.train.window_days)
     rows = training_rows(ws, spec, window, parent, loss)
+    if exclude is not None:  # e.g. the newest day's holdout slice that judges this version
+        rows = rows.filter(~exclude)
     vocab = grow_vocab(ws, spec, rows)
     sizes = vocab_sizes(vocab, spec)
-    frame = encode(rows, spec, vocab, sizes).collect()
-    table = to_tensors(frame, spec, Y_LAST)
-    without_last = int(torch.isnan(table.y_last).sum()) if loss != "bce" else None
+    y_last_column = Y_LAST if loss != "bce" else None
+    columns = [*categorical_fields(spec), *dense_fields(spec), LABEL, IMPRESSION_ID]
+    encoded = encode(rows, spec, vocab, sizes).select(
+        *columns, *([y_last_column] if y_last_column else [])
+    )
 
     seed = spec.train.seed
     torch.manual_seed(seed)
@@ -156,31 +171,43 @@ def train_version(
     warm = spec.train.warm_start and parent is not None
     if warm:
         _warm_start(model, ws, parent)
-    epoch_losses = fit(model, table, spec, loss, spec.train.alpha, seed)
+    staging = ws.staging_dir(ws.models)
+    try:
+        train_data, valid_data = split_to_parquet(encoded, spec, staging, y_last_column)
+        fitted = fit(model, train_data, valid_data, spec.train, loss, spec.train.alpha, seed)
+        without_last = count_without_last(staging, y_last_column)
+        rows = len(train_data) + (len(valid_data) if valid_data else 0)
+        for path in staging.glob("*.parquet"):
+            path.unlink()
 
-    result = TrainResult(
-        version=0,
-        chain=chain,
-        parent=parent,
-        day=day,
-        window=window,
-        loss=loss,
-        alpha=spec.train.alpha,
-        seed=seed,
-        warm_start=warm,
-        rows=len(table),
-        rows_without_last=without_last,
-        epoch_losses=epoch_losses,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    meta = {
-        **result.to_dict(),
-        "created": now_utc(),
-        "field_sizes": sizes,
-        "n_dense": len(dense_fields(spec)),
-        "spec": spec.to_dict(),
-    }
-    result.version = publish_version(ws, registry, model, meta)
+        result = TrainResult(
+            version=0,
+            chain=chain,
+            parent=parent,
+            day=day,
+            window=window,
+            loss=loss,
+            alpha=spec.train.alpha,
+            seed=seed,
+            warm_start=warm,
+            rows=rows,
+            rows_without_last=without_last,
+            history=fitted.history,
+            best_epoch=fitted.best_epoch,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        meta = {
+            **result.to_dict(),
+            "created": now_utc(),
+            "field_sizes": sizes,
+            "n_dense": len(dense_fields(spec)),
+            "spec": spec.to_dict(),
+            "libraries": {"torch": torch.__version__, "polars": pl.__version__},
+        }
+        result.version = publish_version(ws, registry, model, meta, staging)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     if promote:
         registry.set_live(chain, result.version)
     return result

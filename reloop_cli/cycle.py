@@ -1,0 +1,236 @@
+"""`reloop run`: one scheduled retraining cycle, safe to run unattended.
+
+ingest what arrived -> the live version serves (scores) the newest day -> train a candidate on the
+window, keeping a seeded holdout slice of the newest day out -> judge candidate vs live on that
+slice -> promote only through the gate. Every step is idempotent, so a cycle killed anywhere is
+finished by the next one: a version already trained for the day is judged, not trained again.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from reloop_cli.checkpoint import load_version
+from reloop_cli.errors import BadInput
+from reloop_cli.faults import crash_point
+from reloop_cli.ingest import (
+    IMPRESSION_ID,
+    LABEL,
+    SERVED_PCTR,
+    IngestResult,
+    ingest,
+    is_ingested,
+    load_files,
+)
+from reloop_cli.metrics import summarise
+from reloop_cli.readers import EXTENSIONS
+from reloop_cli.registry import Registry
+from reloop_cli.score import predict_frame, score_day
+from reloop_cli.spec import GateSpec, Spec
+from reloop_cli.train import train_version
+from reloop_cli.workspace import Workspace
+
+CHAIN = "main"
+log = logging.getLogger("reloop")
+
+
+@dataclass
+class CycleResult:
+    """What a cycle did (or, with --dry-run, would do)."""
+
+    outcome: str  # promoted | rejected | nothing-new | dry-run
+    day: str | None = None
+    new_files: list[str] = field(default_factory=list)
+    ingested_rows: int = 0
+    rejected_rows: int = 0
+    live_before: int | None = None
+    candidate: int | None = None
+    live_after: int | None = None
+    gate: dict | None = None
+    forced: bool = False
+    plan: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def discover(logs: str) -> list[Path]:
+    """Log files under a folder, matching a glob, or one file; sorted for a stable order."""
+    path = Path(logs)
+    if path.is_dir():
+        found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS]
+    elif path.is_file():
+        found = [path]
+    else:
+        found = [Path(p) for p in glob.glob(logs, recursive=True) if Path(p).is_file()]
+    if not found:
+        raise BadInput(f"{logs}: no log files found")
+    return sorted(found)
+
+
+def holdout_expr(spec: Spec, day: str) -> pl.Expr:
+    """A seeded, stable slice of `day`'s rows that the candidate never trains on."""
+    bucket = pl.col(IMPRESSION_ID).hash(spec.train.seed + 1) % 10_000
+    return (pl.col("day") == day) & (bucket < round(spec.gate.holdout_fraction * 10_000))
+
+
+def judge(candidate: dict, live: dict | None, gate: GateSpec) -> tuple[bool, list[str]]:
+    """The gate: absolute floors for a first version, else no worse than live beyond tolerance."""
+    reasons = []
+    if live is None:
+        if not candidate["auc"] >= gate.min_auc:
+            reasons.append(f"AUC {candidate['auc']:.4f} < min_auc {gate.min_auc}")
+        if not candidate["logloss"] <= gate.max_logloss:
+            reasons.append(f"Logloss {candidate['logloss']:.4f} > max_logloss {gate.max_logloss}")
+        return not reasons, reasons
+    if not candidate["auc"] >= live["auc"] - gate.max_auc_drop:
+        reasons.append(f"AUC {candidate['auc']:.4f} < live {live['auc']:.4f} - {gate.max_auc_drop}")
+    if not candidate["logloss"] <= live["logloss"] + gate.max_logloss_rise:
+        reasons.append(
+            f"Logloss {candidate['logloss']:.4f} > live {live['logloss']:.4f} + "
+            f"{gate.max_logloss_rise}"
+        )
+    return not reasons, reasons
+
+
+def _version_for(registry: Registry, day: str) -> dict | None:
+    """The main chain's newest version trained for `day`, if any."""
+    matches = [v for v in registry.versions(CHAIN) if v["day"] == day]
+    return matches[-1] if matches else None
+
+
+def _holdout_metrics(ws: Workspace, spec: Spec, version: int, day: str) -> dict:
+    loaded = load_version(ws, version)
+    rows = ws.scan_logs([day]).filter(holdout_expr(spec, day))
+    scores = predict_frame(loaded, ws, rows)
+    labels = rows.select(IMPRESSION_ID, LABEL).collect().join(scores, on=IMPRESSION_ID)
+    return summarise(labels[LABEL].to_numpy(), labels["pctr"].to_numpy())
+
+
+def plan_cycle(ws: Workspace, spec: Spec, logs: str, day: str | None) -> CycleResult:
+    """What a cycle would do; reads, validates the new files, writes nothing."""
+    if not spec.data.time_column:
+        raise BadInput(f"{spec.source}: `reloop run` needs data.time_column to date new logs")
+    files = discover(logs)
+    new = [f for f in files if not is_ingested(ws, spec, f)]
+    days = set(ws.days())
+    if new:
+        batch = load_files(new, spec, None, spec.data.start_date)
+        days |= set(batch.filter(pl.col("reject_reason").is_null())["day"].unique())
+    if day is not None and day not in days:
+        raise BadInput(
+            f"--day {day}: no logs for that day (have {min(days, default='none')}.."
+            f"{max(days, default='none')})"
+        )
+    target = day or max(days, default=None)
+    if target is None:
+        raise BadInput(f"{logs}: no rows to train on")
+    result = CycleResult(outcome="dry-run", day=target, new_files=[str(f) for f in new])
+    result.plan.append(f"ingest {len(new)} new file(s)" if new else "no new files")
+    return result
+
+
+def run_cycle(
+    ws: Workspace,
+    registry: Registry,
+    spec: Spec,
+    logs: str,
+    *,
+    day: str | None = None,
+    force: bool = False,
+) -> CycleResult:
+    """One cycle; call under the workspace lock."""
+    result = plan_cycle(ws, spec, logs, day)
+    result.outcome, result.forced = "nothing-new", force
+    if result.new_files:
+        ingested: IngestResult = ingest(ws, spec, [Path(f) for f in result.new_files])
+        result.ingested_rows, result.rejected_rows = ingested.rows, ingested.rejected
+        log.info(
+            "ingested %d rows (%d rejected) from %d file(s)",
+            ingested.rows,
+            ingested.rejected,
+            len(result.new_files),
+        )
+    target = result.day
+    live = result.live_before = registry.live(CHAIN)
+    existing = _version_for(registry, target)
+    if existing is not None and existing["status"] != "candidate":
+        log.info(
+            "a version for %s exists already (v%d, %s): nothing new",
+            target,
+            existing["version"],
+            existing["status"],
+        )
+        result.live_after, result.candidate = live, existing["version"]
+        return result
+    if live is not None and SERVED_PCTR not in ws.scan_logs([target]).collect_schema().names():
+        score_day(ws, live, target)  # what serving would have logged: tomorrow's ỹ_last
+        log.info("live v%d scored %s", live, target)
+    if existing is None:
+        trained = train_version(
+            ws,
+            registry,
+            spec,
+            target,
+            chain=CHAIN,
+            parent=live,
+            promote=False,
+            exclude=holdout_expr(spec, target),
+        )
+        candidate = trained.version
+        log.info(
+            "trained candidate v%d (%s, parent %s) on %s..%s",
+            candidate,
+            trained.loss,
+            live,
+            trained.window[0],
+            trained.window[-1],
+        )
+    else:
+        candidate = existing["version"]
+        log.info("judging candidate v%d left undecided by an earlier run", candidate)
+    result.candidate = candidate
+    result.gate = _gate(ws, registry, spec, candidate, live, target, force)
+    crash_point("promote")
+    if result.gate["passed"] or force:
+        reason = "forced" if force and not result.gate["passed"] else "gate"
+        registry.promote(CHAIN, candidate, reason, result.gate)
+        result.outcome = "promoted"
+        log.info("v%d promoted (%s)", candidate, reason)
+    else:
+        registry.decide(candidate, "rejected", result.gate)
+        result.outcome = "rejected"
+        log.warning("v%d rejected: %s", candidate, "; ".join(result.gate["reasons"]))
+    result.live_after = registry.live(CHAIN)
+    return result
+
+
+def _gate(
+    ws: Workspace,
+    registry: Registry,
+    spec: Spec,
+    candidate: int,
+    live: int | None,
+    day: str,
+    force: bool,
+) -> dict:
+    candidate_metrics = _holdout_metrics(ws, spec, candidate, day)
+    registry.record_metrics(candidate, day, candidate_metrics, scope="holdout")
+    live_metrics = None
+    if live is not None:
+        live_metrics = _holdout_metrics(ws, spec, live, day)
+        registry.record_metrics(live, day, live_metrics, scope="holdout")
+    passed, reasons = judge(candidate_metrics, live_metrics, spec.gate)
+    return {
+        "passed": passed,
+        "reasons": reasons,
+        "forced": force and not passed,
+        "first_version": live is None,
+        "candidate": candidate_metrics,
+        "live": live_metrics,
+    }

@@ -1,0 +1,129 @@
+"""The optimisation loop shared by daily training and the paper's static protocol.
+
+Adam over shuffled batches; after each epoch the validation slice is scored and the monitored
+metric decides: better -> remember these weights; not better -> multiply the learning rate by
+`plateau_factor` (reduce-on-plateau) and, after `patience` such epochs, stop. The best epoch's
+weights are restored at the end (FuxiCTR's schedule, without its fixed checkpoint path).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from reloop_cli.losses import training_loss
+from reloop_cli.metrics import auc, logloss
+from reloop_cli.models import CTRModel
+from reloop_cli.spec import TrainSpec
+
+
+class Batches(Protocol):
+    def batches(self, batch_size: int, generator: torch.Generator | None = None): ...
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, validation metrics, lr
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+    @property
+    def best(self) -> dict:
+        return self.history[self.best_epoch - 1] if self.history else {}
+
+
+@torch.no_grad()
+def predict_batches(model: CTRModel, data: Batches, batch_size: int = 16_384):
+    """(labels, probabilities) over every row of `data`, in order."""
+    model.eval()
+    labels, probs = [], []
+    for categorical, dense, label, _ in data.batches(batch_size):
+        probs.append(torch.sigmoid(model(categorical, dense)).numpy())
+        labels.append(label.numpy())
+    if not labels:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(labels), np.concatenate(probs)
+
+
+def _score(monitor: str, metrics: dict) -> float:
+    """Higher is better for every monitor."""
+    if monitor == "auc":
+        return metrics["auc"]
+    if monitor == "logloss":
+        return -metrics["logloss"]
+    return metrics["auc"] - metrics["logloss"]
+
+
+def validate(model: CTRModel, data: Batches) -> dict:
+    label, prob = predict_batches(model, data)
+    return {"val_auc": auc(label, prob), "val_logloss": logloss(label, prob)}
+
+
+def train_epoch(
+    model: CTRModel,
+    data: Batches,
+    settings: TrainSpec,
+    optimizer: torch.optim.Optimizer,
+    loss: str,
+    alpha: float,
+    generator: torch.Generator,
+) -> tuple[float, int]:
+    """One pass over `data`; returns the mean objective and the number of rows seen."""
+    model.train()
+    tables = [m.table.weight for m in model.embedding_tables()]
+    total, rows = 0.0, 0
+    for categorical, dense, label, y_last in data.batches(settings.batch_size, generator):
+        objective = training_loss(loss, model(categorical, dense), label, y_last, alpha)
+        if settings.embedding_l2 > 0:  # FuxiCTR's embedding regulariser: lambda/2 * ||E||^2
+            objective = objective + settings.embedding_l2 / 2 * sum(t.pow(2).sum() for t in tables)
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        total += float(objective.detach()) * len(label)
+        rows += len(label)
+    return total / max(rows, 1), rows
+
+
+def fit(
+    model: CTRModel,
+    train: Batches,
+    valid: Batches | None,
+    settings: TrainSpec,
+    loss: str,
+    alpha: float,
+    seed: int,
+) -> FitResult:
+    """Train `model` in place; with a validation set, stop early and restore the best epoch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    result = FitResult()
+    best_score, best_state, waited = -math.inf, None, 0
+    for epoch in range(1, settings.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        mean_loss, rows = train_epoch(model, train, settings, optimizer, loss, alpha, generator)
+        entry = {"epoch": epoch, "loss": mean_loss, "rows": rows, "lr": lr}
+        if valid is None:
+            result.history.append(entry)
+            result.best_epoch = epoch
+            continue
+        entry.update(validate(model, valid))
+        result.history.append(entry)
+        score = _score(settings.monitor, {"auc": entry["val_auc"], "logloss": entry["val_logloss"]})
+        if score > best_score:
+            best_score, best_state, waited = score, copy.deepcopy(model.state_dict()), 0
+            result.best_epoch = epoch
+            continue
+        waited += 1
+        for group in optimizer.param_groups:
+            group["lr"] = max(group["lr"] * settings.plateau_factor, settings.min_learning_rate)
+        if waited >= settings.patience:
+            result.stopped_early = epoch < settings.epochs
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result
