@@ -170,6 +170,7 @@ def run_cycle(
         return result
     if live is not None and SERVED_PCTR not in ws.scan_logs([target]).collect_schema().names():
         score_day(ws, live, target)  # what serving would have logged: tomorrow's ỹ_last
+        registry.record_served(CHAIN, target, live)
         log.info("live v%d scored %s", live, target)
     if existing is None:
         trained = train_version(

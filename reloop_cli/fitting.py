@@ -37,13 +37,30 @@ class FitResult:
         return self.history[self.best_epoch - 1] if self.history else {}
 
 
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when a GPU is visible, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        from reloop_cli.errors import BadInput
+
+        raise BadInput("train.device: 'cuda' asked for, but torch sees no GPU here")
+    return torch.device(name)
+
+
+def _model_device(model: CTRModel) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def predict_batches(model: CTRModel, data: Batches, batch_size: int = 16_384):
-    """(labels, probabilities) over every row of `data`, in order."""
+    """(labels, probabilities) over every row of `data`, in order, on the model's device."""
     model.eval()
+    device = _model_device(model)
     labels, probs = [], []
     for categorical, dense, label, _ in data.batches(batch_size):
-        probs.append(torch.sigmoid(model(categorical, dense)).numpy())
+        logits = model(categorical.to(device), dense.to(device))
+        probs.append(torch.sigmoid(logits).cpu().numpy())
         labels.append(label.numpy())
     if not labels:
         return np.zeros(0), np.zeros(0)
@@ -75,18 +92,20 @@ def train_epoch(
 ) -> tuple[float, int]:
     """One pass over `data`; returns the mean objective and the number of rows seen."""
     model.train()
+    device = _model_device(model)
     tables = [m.table.weight for m in model.embedding_tables()]
-    total, rows = 0.0, 0
-    for categorical, dense, label, y_last in data.batches(settings.batch_size, generator):
+    total, rows = torch.zeros((), device=device), 0
+    for batch in data.batches(settings.batch_size, generator):
+        categorical, dense, label, y_last = (t.to(device, non_blocking=True) for t in batch)
         objective = training_loss(loss, model(categorical, dense), label, y_last, alpha)
         if settings.embedding_l2 > 0:  # FuxiCTR's embedding regulariser: lambda/2 * ||E||^2
             objective = objective + settings.embedding_l2 / 2 * sum(t.pow(2).sum() for t in tables)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
-        total += float(objective.detach()) * len(label)
+        total += objective.detach() * len(label)  # stays on the device: no sync per batch
         rows += len(label)
-    return total / max(rows, 1), rows
+    return float(total) / max(rows, 1), rows
 
 
 def fit(
@@ -98,7 +117,9 @@ def fit(
     alpha: float,
     seed: int,
 ) -> FitResult:
-    """Train `model` in place; with a validation set, stop early and restore the best epoch."""
+    """Train `model` in place on the spec's device (it ends on the CPU); with a validation set,
+    stop early and restore the best epoch."""
+    model.to(resolve_device(settings.device))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     result = FitResult()
@@ -126,4 +147,5 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.cpu()
     return result

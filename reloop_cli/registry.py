@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS metrics (
     metrics TEXT NOT NULL,
     PRIMARY KEY (version, day, scope)
 );
+CREATE TABLE IF NOT EXISTS served (
+    chain TEXT NOT NULL,
+    day TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (chain, day)
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     command TEXT NOT NULL,
@@ -193,6 +199,19 @@ class Registry:
             (chain,),
         ).fetchall()
         return [{"version": v, "since": s, "reason": r} for v, s, r in rows]
+
+    # --- serving ---------------------------------------------------------------------------------
+    def record_served(self, chain: str, day: str, version: int) -> None:
+        """`version` was live in `chain` when `day`'s traffic was served (its scores are ỹ_last
+        for `last_source = "served"`)."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO served VALUES (?, ?, ?)", (chain, day, version))
+
+    def served_by(self, chain: str, day: str) -> int | None:
+        row = self.db.execute(
+            "SELECT version FROM served WHERE chain = ? AND day = ?", (chain, day)
+        ).fetchone()
+        return row[0] if row else None
 
     # --- metrics ---------------------------------------------------------------------------------
     def record_metrics(

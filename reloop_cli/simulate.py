@@ -114,6 +114,7 @@ def simulate(
         for arm in arms:
             on_step(f"day {index} ({day}): {arm} v{live[arm]} serves and is evaluated")
             ev = evaluate_day(ws, registry, live[arm], day)
+            registry.record_served(chain_of(arm), day, live[arm])
             results[arm].days.append({"day": day, "version": live[arm], **ev.metrics})
             if ev.oracle and len(oracle) < index:
                 oracle.append({"day": day, **ev.oracle})

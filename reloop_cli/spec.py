@@ -24,6 +24,7 @@ FORMATS = ("csv", "tsv", "parquet", "libfm")
 NUMERIC_TRANSFORMS = ("log", "bucket")
 LAST_SOURCES = ("parent", "served")
 MONITORS = ("auc", "logloss", "auc-logloss")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def _check(condition: bool, where: str, message: str) -> None:
@@ -108,6 +109,7 @@ class TrainSpec:
     warm_start: bool = False
     last_source: str = "parent"
     min_count: int = 1  # a value seen fewer times in a window stays out-of-vocabulary
+    device: str = "auto"  # cpu | cuda | auto (cuda when one is visible); nothing needs a GPU
 
     def validate(self) -> None:
         _check(self.loss in LOSSES, "loss", f"'{self.loss}' is not one of {', '.join(LOSSES)}")
@@ -123,6 +125,7 @@ class TrainSpec:
         _check(0 < self.plateau_factor <= 1, "train.plateau_factor", "must be in (0, 1]")
         _check(self.last_source in LAST_SOURCES, "train.last_source", f"one of {LAST_SOURCES}")
         _check(self.min_count >= 1, "train.min_count", "must be >= 1")
+        _check(self.device in DEVICES, "train.device", f"one of {DEVICES}")
 
 
 @dataclass(frozen=True)

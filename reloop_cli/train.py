@@ -62,28 +62,56 @@ def window_for(ws: Workspace, day: str, window_days: int) -> list[str]:
     return earlier[-window_days:]
 
 
-def parent_predictions(ws: Workspace, spec: Spec, parent: int, window: list[str]) -> pl.LazyFrame:
-    """ỹ_last per impression id: the parent re-scoring the window, or what serving logged."""
+def served_predictions(
+    ws: Workspace, registry: Registry, chain: str, window: list[str]
+) -> pl.LazyFrame | None:
+    """ỹ_last as serving saw it: the logs' own pctr column, else for each day the scores of the
+    version that served that day in this chain (days nobody served are left out)."""
+    names = ws.scan_logs(window).collect_schema().names()
+    if SERVED_PCTR in names:
+        return ws.scan_logs(window).select(IMPRESSION_ID, pl.col(SERVED_PCTR).alias("pctr"))
+    served = [
+        ws.scan_scores(version, day)
+        for day in window
+        if (version := registry.served_by(chain, day)) is not None and ws.has_scores(version, day)
+    ]
+    return pl.concat(served) if served else None
+
+
+def parent_predictions(
+    ws: Workspace, registry: Registry, spec: Spec, parent: int, window: list[str], chain: str
+) -> pl.LazyFrame | None:
+    """ỹ_last per impression id: the parent re-scoring the window (`last_source = "parent"`),
+    or what serving predicted when each day was live (`"served"`)."""
     if spec.train.last_source == "served":
-        rows = ws.scan_logs(window)
-        if SERVED_PCTR not in rows.collect_schema().names():
-            raise BadInput(f"{spec.source}: last_source='served' but the logs carry no pctr column")
-        return rows.select(IMPRESSION_ID, pl.col(SERVED_PCTR).alias(Y_LAST))
-    loaded = load_version(ws, parent)
-    for day in window:
-        score_day(ws, parent, day, loaded=loaded)
-    scores = pl.concat([ws.scan_scores(parent, day) for day in window])
-    return scores.select(IMPRESSION_ID, pl.col("pctr").alias(Y_LAST))
+        scores = served_predictions(ws, registry, chain, window)
+    else:
+        loaded = load_version(ws, parent)
+        for day in window:
+            score_day(ws, parent, day, loaded=loaded)
+        scores = pl.concat([ws.scan_scores(parent, day) for day in window])
+    if scores is None:
+        return None
+    return scores.select(IMPRESSION_ID, pl.col("pctr").cast(pl.Float32).alias(Y_LAST))
 
 
 def training_rows(
-    ws: Workspace, spec: Spec, window: list[str], parent: int | None, loss: str
+    ws: Workspace,
+    registry: Registry,
+    spec: Spec,
+    window: list[str],
+    parent: int | None,
+    loss: str,
+    chain: str = DEFAULT_CHAIN,
 ) -> pl.LazyFrame:
-    """The window's rows, with ỹ_last joined in when the loss reads it."""
+    """The window's rows, with ỹ_last joined in when the loss reads it (null where missing)."""
     rows = ws.scan_logs(window)
     if parent is None or loss == "bce":
         return rows
-    last = parent_predictions(ws, spec, parent, window).unique(IMPRESSION_ID, keep="first")
+    last = parent_predictions(ws, registry, spec, parent, window, chain)
+    if last is None:
+        return rows.with_columns(pl.lit(None, dtype=pl.Float32).alias(Y_LAST))
+    last = last.unique(IMPRESSION_ID, keep="first")
     return rows.join(last, on=IMPRESSION_ID, how="left", maintain_order="left")
 
 
@@ -154,7 +182,7 @@ def train_version(
         parent = registry.live(chain)
     loss = spec.train.loss if parent is not None else "bce"
     window = window_for(ws, day, spec.train.window_days)
-    rows = training_rows(ws, spec, window, parent, loss)
+    rows = training_rows(ws, registry, spec, window, parent, loss, chain)
     if exclude is not None:  # e.g. the newest day's holdout slice that judges this version
         rows = rows.filter(~exclude)
     vocab = grow_vocab(ws, spec, rows)

@@ -38,7 +38,7 @@ def test_y_last_join_neither_duplicates_nor_drops_rows(loaded, sample_spec):
         scores = pl.read_parquet(path)
         kept = scores.slice(1000)
         pl.concat([kept, kept.head(100)]).write_parquet(path)  # and 100 duplicated ids
-        rows = training_rows(loaded, sample_spec, window, parent, "reloop").collect()
+        rows = training_rows(loaded, registry, sample_spec, window, parent, "reloop").collect()
         plain = loaded.scan_logs(window).collect()
         assert rows.height == plain.height
         assert rows[IMPRESSION_ID].to_list() == plain[IMPRESSION_ID].to_list()
@@ -93,3 +93,19 @@ def test_warm_start_child_starts_from_parent(loaded, sample_spec):
         parent = train_version(loaded, registry, spec, "2024-01-02").version
         child = train_version(loaded, registry, spec, "2024-01-03")
         assert child.warm_start and child.parent == parent
+
+
+def test_served_source_uses_what_each_days_live_version_predicted(loaded, sample_spec):
+    spec = sample_spec.override("train", last_source="served")
+    with Registry(loaded) as registry:
+        v1 = train_version(loaded, registry, spec, "2024-01-02").version
+        score_day(loaded, v1, "2024-01-03")  # v1 serves day 3
+        registry.record_served("main", "2024-01-03", v1)
+        rows = training_rows(
+            loaded, registry, spec, ["2024-01-02", "2024-01-03"], v1, "reloop", "main"
+        ).collect()
+        served = loaded.scan_scores(v1, "2024-01-03").collect()
+        day3 = rows.filter(pl.col("day") == "2024-01-03")
+        assert day3[Y_LAST].to_list() == pytest.approx(served["pctr"].to_list())
+        # nobody served day 2 in this chain: those rows train with plain BCE
+        assert rows.filter(pl.col("day") == "2024-01-02")[Y_LAST].null_count() == 3_000
