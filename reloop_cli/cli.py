@@ -42,6 +42,9 @@ SpecOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DayOpt = Annotated[str, typer.Option("--day", "-d", help="Day, YYYY-MM-DD.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="cpu, cuda or auto (a GPU when one is visible).")
+]
 
 
 def _version_callback(show: bool) -> None:
@@ -125,6 +128,34 @@ def _train_overrides(spec, loss, alpha, model, epochs, seed, warm_start):
     return spec.override("model", name=model)
 
 
+spec_app = typer.Typer(help="Pipeline specs: check what a spec resolves to.", no_args_is_help=True)
+app.add_typer(spec_app, name="spec")
+
+
+@spec_app.command("check")
+def spec_check(
+    path: Annotated[Path, typer.Argument(help="Spec file (TOML).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a spec and print every setting as resolved (TOML, then RELOOP_* variables).
+
+    Example: RELOOP_TRAIN_ALPHA=0.3 reloop spec check pipelines/sample.toml
+    """
+    from reloop_cli.spec import load_spec
+
+    spec = run_stage(lambda: load_spec(path))
+    resolved = spec.to_dict()
+    if as_json:
+        emit_json(resolved)
+        return
+    out.print(f"{path}: valid")
+    table = Table("setting", "value", title=f"spec '{spec.name}' as resolved")
+    for section in ("data", "model", "train", "gate"):
+        for key, value in resolved[section].items():
+            table.add_row(f"{section}.{key}", json.dumps(value))
+    out.print(table)
+
+
 # --- commands ----------------------------------------------------------------------------------
 @app.command()
 def synth(
@@ -206,6 +237,7 @@ def train(
     ] = None,
     chain: Annotated[str, typer.Option(help="Which chain of versions to extend.")] = "main",
     promote: Annotated[bool, typer.Option("--promote/--no-promote")] = True,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the next version on the window of days ending at DAY, using its parent's scores.
@@ -220,7 +252,7 @@ def train(
     def action():
         spec = _train_overrides(
             _spec_for(ws, spec_path), loss, alpha, model, epochs, seed, warm_start
-        )
+        ).override("train", device=device)
         with ws.lock(), Registry(ws) as registry:
             return train_version(
                 ws, registry, spec, day, chain=chain, parent=parent, promote=promote
@@ -246,29 +278,41 @@ def train(
 @app.command()
 def score(
     version: Annotated[int, typer.Option("--version", "-v", help="Version to score with.")],
-    day: DayOpt,
+    day: Annotated[
+        list[str] | None, typer.Option("--day", "-d", help="Day, YYYY-MM-DD (repeatable).")
+    ] = None,
+    all_days: Annotated[bool, typer.Option("--all-days", help="Every ingested day.")] = False,
+    jobs: Annotated[int, typer.Option(help="Parallel processes, one per day partition.")] = 1,
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     force: Annotated[bool, typer.Option(help="Re-score even if scores exist.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score a day's logs with a version (what serving would have logged).
+    """Score days' logs with a version (what serving would have logged).
 
-    Example: reloop score --version 1 --day 2024-01-02
+    Example: reloop score --version 1 --day 2024-01-02 --day 2024-01-03 --jobs 2
     """
-    from reloop_cli.score import score_day
+    from reloop_cli.errors import BadInput
+    from reloop_cli.score import score_days
 
     ws = Workspace(workspace)
 
     def action():
+        days = ws.days() if all_days else list(day or [])
+        if not days:
+            raise BadInput("score: give --day D (repeatable) or --all-days")
+        if jobs < 1:
+            raise BadInput(f"--jobs: {jobs} must be >= 1")
         with ws.lock():
-            return score_day(ws, version, day, force=force)
+            return score_days(ws, version, days, jobs=jobs, force=force)
 
-    result = run_stage(action)
+    results = run_stage(action)
     if as_json:
-        emit_json(result.to_dict())
-    else:
+        payload = [r.to_dict() for r in results]
+        emit_json(payload[0] if len(payload) == 1 else {"scores": payload})
+        return
+    for result in results:
         note = " (existing scores)" if result.reused else ""
-        out.print(f"v{version} scored {result.rows:,} rows of {day} -> {result.path}{note}")
+        out.print(f"v{version} scored {result.rows:,} rows of {result.day} -> {result.path}{note}")
 
 
 @app.command("eval")
@@ -326,6 +370,7 @@ def simulate(
     ] = None,
     alpha: Annotated[float | None, typer.Option(help="Override the spec's alpha.")] = None,
     model: Annotated[str | None, typer.Option(help="Override the spec's model.")] = None,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the retraining loop day by day, baseline vs KD vs ReLoop side by side.
@@ -359,7 +404,9 @@ def simulate(
                 err.print(f"ingesting {len(inputs)} file(s) into {ws.root}")
                 ingest_files(ws, spec, inputs, days=ingest_days)
                 remember_spec(ws, spec)
-            spec = _train_overrides(_spec_for(ws, spec_file), None, alpha, model, None, None, None)
+            spec = _train_overrides(
+                _spec_for(ws, spec_file), None, alpha, model, None, None, None
+            ).override("train", device=device)
             with Registry(ws) as registry, err.status("simulating") as status:
                 return run_simulation(ws, registry, spec, days, chosen, on_step=status.update)
 
@@ -386,6 +433,7 @@ def reproduce(
     ] = "8:1:1",
     split_seed: Annotated[int, typer.Option(help="Seed of the random split.")] = 0,
     epochs: Annotated[int | None, typer.Option(help="Override the spec's max epochs.")] = None,
+    device: DeviceOpt = None,
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     as_json: JsonOpt = False,
 ) -> None:
@@ -400,7 +448,7 @@ def reproduce(
     ws = Workspace(workspace)
 
     def action():
-        spec = _spec_for(ws, spec_path).override("train", epochs=epochs)
+        spec = _spec_for(ws, spec_path).override("train", epochs=epochs, device=device)
         try:
             alpha_list = [float(a) for a in (alphas or str(spec.train.alpha)).split(",")]
         except ValueError:

@@ -69,3 +69,25 @@ def score_day(
     crash_point("score")
     ws.write_parquet(scores, path)
     return ScoreResult(version, day, scores.height, str(path), reused=False)
+
+
+def score_days(
+    ws: Workspace, version: int, days: list[str], *, jobs: int = 1, force: bool = False
+) -> list[ScoreResult]:
+    """Score several days, one process per day partition with `jobs` > 1 (joblib); each day's
+    file is written atomically by its worker, so the output equals a serial run's."""
+    for day in days:
+        ws.require_day(day)
+    if jobs == 1 or len(days) < 2:
+        loaded = load_version(ws, version)
+        return [score_day(ws, version, day, loaded=loaded, force=force) for day in days]
+    from joblib import Parallel, delayed
+
+    return Parallel(n_jobs=jobs)(
+        delayed(_score_in_worker)(str(ws.root), version, day, force) for day in days
+    )
+
+
+def _score_in_worker(root: str, version: int, day: str, force: bool) -> ScoreResult:
+    torch.set_num_threads(1)  # the processes share the cores
+    return score_day(Workspace(root), version, day, force=force)

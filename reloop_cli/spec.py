@@ -7,6 +7,7 @@ Every stage reads its settings from a `Spec`; command-line options override sing
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -206,8 +207,35 @@ def spec_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Spec:
     return Spec(name=raw.get("name", Path(source).stem), source=source, **parts).validate()
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read a pipeline spec from TOML."""
+ENV_PREFIX = "RELOOP_"
+
+
+def _env_value(text: str) -> Any:
+    """An environment value read as a TOML value (0.3, true, [64, 32], "x"), else as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """RELOOP_<SECTION>_<KEY>=value settings, e.g. RELOOP_TRAIN_ALPHA=0.3, by section."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+        if section in _SECTIONS and key:
+            found.setdefault(section, {})[key] = _env_value(text)
+    return found
+
+
+def load_spec(path: str | Path, environ: dict[str, str] | None = None) -> Spec:
+    """Read a pipeline spec from TOML; RELOOP_<SECTION>_<KEY> variables override its values.
+
+    Precedence, highest first: command-line options (applied by the caller with
+    `Spec.override`), environment variables, the TOML file, the defaults.
+    """
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: spec file not found")
@@ -215,4 +243,6 @@ def load_spec(path: str | Path) -> Spec:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise BadInput(f"{path}: not valid TOML ({err})") from None
+    for section, values in env_overrides(os.environ if environ is None else environ).items():
+        raw.setdefault(section, {}).update(values)
     return spec_from_dict(raw, str(path))

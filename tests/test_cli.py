@@ -99,3 +99,37 @@ def test_unknown_day_is_named(ingested):
 def test_version_flag():
     result = invoke("--version")
     assert result.exit_code == 0 and "reloop" in result.output
+
+
+def test_spec_check_prints_the_resolved_settings(monkeypatch):
+    monkeypatch.setenv("RELOOP_TRAIN_ALPHA", "0.25")
+    result = invoke("spec", "check", SAMPLE_SPEC, "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["train"]["alpha"] == 0.25
+
+
+def test_parallel_scoring_writes_the_same_scores_as_serial(ingested, tmp_path):
+    import polars as pl
+
+    ws = str(ingested.root)
+    assert invoke("train", "--day", "2024-01-02", "-w", ws).exit_code == 0
+    serial = invoke("score", "-v", "1", "--all-days", "-w", ws, "--jobs", "1", "--json")
+    files = sorted(ingested.root.glob("scores/v0001/day=*/*.parquet"))
+    first = {p: pl.read_parquet(p) for p in files}
+    parallel = invoke(
+        "score", "-v", "1", "--all-days", "-w", ws, "--jobs", "2", "--force", "--json"
+    )
+    assert serial.exit_code == 0 and parallel.exit_code == 0, parallel.output
+    assert len(first) == 4
+    for path, frame in first.items():
+        assert pl.read_parquet(path).equals(frame)
+
+
+def test_asking_for_a_gpu_where_there_is_none_is_a_clear_error(ingested):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = invoke("train", "--day", "2024-01-02", "-w", str(ingested.root), "--device", "cuda")
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "torch sees no GPU" in result.output

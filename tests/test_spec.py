@@ -38,3 +38,27 @@ def test_override_validates_like_the_file():
     with pytest.raises(BadInput, match="'focal' is not one of"):
         spec.override("train", loss="focal")
     assert spec.override("train", alpha=None) is spec
+
+
+def test_environment_overrides_the_file_and_options_override_both(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[data]\ncategorical=["a"]\n[train]\nalpha = 0.2\nepochs = 3\n')
+    env = {
+        "RELOOP_TRAIN_ALPHA": "0.7",
+        "RELOOP_MODEL_HIDDEN_UNITS": "[8, 4]",
+        "RELOOP_WORKSPACE": "/elsewhere",
+    }
+    spec = load_spec(path, environ=env)
+    assert spec.train.alpha == 0.7  # environment over file
+    assert spec.train.epochs == 3  # file over default
+    assert spec.model.hidden_units == (8, 4)
+    assert spec.override("train", alpha=0.1).train.alpha == 0.1  # option over environment
+
+
+def test_a_bad_environment_value_is_named(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[data]\ncategorical=["a"]\n')
+    with pytest.raises(BadInput, match=r"alpha: 3\.0 is outside"):
+        load_spec(path, environ={"RELOOP_TRAIN_ALPHA": "3.0"})
+    with pytest.raises(BadInput, match="unknown key 'alpah'"):
+        load_spec(path, environ={"RELOOP_TRAIN_ALPAH": "0.3"})

@@ -1,0 +1,166 @@
+"""`python -m benchmarks [--quick]`: speed figures measured side by side in one run.
+
+Prints one line per figure with its ratio to the reference measured in the same run:
+1. DeepFM training throughput (rows/s), reloop's loop vs a plain-PyTorch reference loop;
+2. the same as a fraction of this machine's matmul FLOP/s;
+3. the reloop loss's training cost over bce (same model, data, seed);
+4. ingest (CSV -> day-partitioned Parquet) and the ỹ_last window join, rows/s;
+5. scoring throughput, rows/s.
+Training and scoring use random rows with Frappe's ten field sizes (69,265 rows: the training
+part of its 8:1:1 split). The FuxiCTR side of issue 5 is not measured here yet (it needs its own
+virtual environment), nor is the 30-day scale run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from reloop_cli.features import TensorTable
+from reloop_cli.fitting import train_epoch
+from reloop_cli.ingest import ingest
+from reloop_cli.models import build_model
+from reloop_cli.score import predict
+from reloop_cli.spec import ModelSpec, TrainSpec, spec_from_dict
+from reloop_cli.workspace import Workspace
+
+FIELD_SIZES = [958, 4083, 8, 8, 3, 4, 3, 10, 81, 234]  # Frappe's 10 fields (+ OOV row)
+
+
+def synthetic_table(rows: int, seed: int = 0) -> TensorTable:
+    g = torch.Generator().manual_seed(seed)
+    cat = torch.stack([torch.randint(1, s, (rows,), generator=g) for s in FIELD_SIZES], dim=1)
+    label = (torch.rand(rows, generator=g) < 0.33).float()
+    y_last = torch.rand(rows, generator=g)
+    return TensorTable(cat, torch.zeros(rows, 0), label, y_last)
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def reference_epoch(model: torch.nn.Module, table: TensorTable, batch: int) -> None:
+    """The plain loop a user would write: shuffle, slice, BCE, Adam."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = torch.randperm(len(table))
+    model.train()
+    for i in range(0, len(table), batch):
+        idx = order[i : i + batch]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            model(table.categorical[idx], table.dense[idx]), table.label[idx]
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def matmul_flops(size: int) -> float:
+    a, b = torch.randn(1024, size), torch.randn(size, size)
+    seconds = timed(lambda: [a @ b for _ in range(20)], repeat=3)
+    return 20 * 2 * 1024 * size * size / seconds
+
+
+def model_flops_per_row(spec: ModelSpec) -> float:
+    """Multiply-adds of the MLP, forward + backward (x3), as FLOPs; embeddings/FM are small."""
+    widths = [len(FIELD_SIZES) * spec.embedding_dim, *spec.hidden_units, 1]
+    return 3 * sum(2 * a * b for a, b in itertools.pairwise(widths))
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    args = parser.parse_args(argv)
+    rows = 4_096 if args.quick else 69_265
+    hidden = (16, 16) if args.quick else (400, 400, 400)
+    spec = ModelSpec(
+        name="deepfm", embedding_dim=10, hidden_units=hidden, batch_norm=True, dropout=0.2
+    )
+    table = synthetic_table(rows)
+    figures: dict[str, float] = {}
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return build_model(spec, FIELD_SIZES, 0)
+
+    settings = TrainSpec(batch_size=1024)
+    g = torch.Generator()
+    ours = timed(
+        lambda: train_epoch(
+            fresh(), table, settings, torch.optim.Adam(fresh().parameters()), "bce", 0.0, g
+        )
+    )
+    ref = timed(lambda: reference_epoch(fresh(), table, 1024))
+    figures["train_rows_per_s"] = rows / ours
+    print(
+        f"training, DeepFM {hidden}: reloop {rows / ours:,.0f} rows/s, plain PyTorch "
+        f"{rows / ref:,.0f} rows/s (ratio {ref / ours:.2f})"
+    )
+
+    limit = matmul_flops(hidden[0])
+    used = model_flops_per_row(spec) * rows / ours
+    figures["fraction_of_matmul_limit"] = used / limit
+    print(
+        f"machine limit: 1024x{hidden[0]}x{hidden[0]} matmul {limit / 1e9:,.1f} GFLOP/s; "
+        f"training uses {used / 1e9:,.1f} GFLOP/s ({100 * used / limit:.0f}% of it)"
+    )
+
+    reloop_time = timed(
+        lambda: train_epoch(
+            fresh(), table, settings, torch.optim.Adam(fresh().parameters()), "reloop", 0.5, g
+        )
+    )
+    figures["reloop_over_bce"] = reloop_time / ours
+    print(
+        f"reloop loss vs bce, training time: {reloop_time:.2f}s vs {ours:.2f}s "
+        f"(ratio {reloop_time / ours:.3f})"
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        n = 20_000 if args.quick else 1_000_000
+        rng = np.random.default_rng(0)
+        csv = Path(tmp) / "log.csv"
+        pl.DataFrame(
+            {
+                "label": rng.integers(0, 2, n),
+                "u": rng.integers(0, 1000, n),
+                "i": rng.integers(0, 5000, n),
+                "ts": 1_704_067_200 + rng.integers(0, 86_400 * 3, n),
+            }
+        ).write_csv(csv)
+        data = spec_from_dict({"data": {"categorical": ["u", "i"], "time_column": "ts"}}, "b")
+        ws = Workspace(Path(tmp) / "ws")
+        seconds = timed(lambda: ingest(ws, data, [csv]))
+        figures["ingest_rows_per_s"] = n / seconds
+        print(f"ingest CSV -> day Parquet: {n / seconds:,.0f} rows/s ({n:,} rows)")
+        logs = ws.scan_logs(ws.days())
+        scores = logs.select("impression_id", pl.lit(0.5).alias("pctr")).collect()
+        join = timed(
+            lambda: logs.join(
+                scores.lazy(), on="impression_id", how="left", maintain_order="left"
+            ).collect(),
+            repeat=3,
+        )
+        figures["join_rows_per_s"] = n / join
+        print(f"ỹ_last window join: {n / join:,.0f} rows/s")
+
+    model = fresh()
+    score_s = timed(lambda: predict(model, table.categorical, table.dense), repeat=3)
+    figures["score_rows_per_s"] = rows / score_s
+    print(f"scoring DeepFM: {rows / score_s:,.0f} rows/s")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
