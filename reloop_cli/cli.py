@@ -244,6 +244,7 @@ def train(
 
     Example: reloop train --day 2024-01-03 --loss reloop --alpha 0.5
     """
+    from reloop_cli.fitting import resolve_device
     from reloop_cli.registry import Registry
     from reloop_cli.train import train_version
 
@@ -253,6 +254,7 @@ def train(
         spec = _train_overrides(
             _spec_for(ws, spec_path), loss, alpha, model, epochs, seed, warm_start
         ).override("train", device=device)
+        resolve_device(spec.train.device)  # before the registry or anything else is written
         with ws.lock(), Registry(ws) as registry:
             return train_version(
                 ws, registry, spec, day, chain=chain, parent=parent, promote=promote
@@ -381,6 +383,7 @@ def simulate(
     from reloop_cli.features import remember_spec
     from reloop_cli.ingest import ingest as ingest_files
     from reloop_cli.registry import Registry
+    from reloop_cli.report import save_simulation, write_report
     from reloop_cli.resources import bundled, sample_files
     from reloop_cli.simulate import parse_arms
     from reloop_cli.simulate import simulate as run_simulation
@@ -408,13 +411,17 @@ def simulate(
                 _spec_for(ws, spec_file), None, alpha, model, None, None, None
             ).override("train", device=device)
             with Registry(ws) as registry, err.status("simulating") as status:
-                return run_simulation(ws, registry, spec, days, chosen, on_step=status.update)
+                result = run_simulation(ws, registry, spec, days, chosen, on_step=status.update)
+            save_simulation(ws, _clean(result.to_dict()))
+            report = write_report(ws)
+            return result, report
 
-    result = run_stage(action)
+    result, report = run_stage(action)
     if as_json:
         emit_json(result.to_dict())
         return
     render_simulation(result)
+    out.print(f"report: {report}")
 
 
 @app.command()
@@ -533,6 +540,7 @@ def run_command(
     from reloop_cli.cycle import plan_cycle, run_cycle
     from reloop_cli.errors import EXIT_GATE_REFUSED
     from reloop_cli.registry import Registry
+    from reloop_cli.report import write_report
     from reloop_cli.spec import load_spec
 
     _setup_logging(log_json)
@@ -555,7 +563,8 @@ def run_command(
                 registry.finish_run(run_id, "failed", {"error": str(error)})
                 raise
             registry.finish_run(run_id, result.outcome, result.to_dict())
-            return result
+        write_report(ws)
+        return result
 
     result = run_stage(action)
     if as_json:
@@ -596,6 +605,24 @@ def _cycle_summary(result) -> str:
         "rejected": "rejected: " + "; ".join(gate.get("reasons", [])),
     }[result.outcome]
     return f"{text} -> {verdict}"
+
+
+@app.command("report")
+def report_command(
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file; default reports/report.html.")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page: per-day curves per arm, lift, calibration, versions.
+
+    Example: reloop report --out report.html
+    """
+    from reloop_cli.report import write_report
+
+    ws = Workspace(workspace)
+    path = run_stage(lambda: write_report(ws, out_file))
+    out.print(f"report written to {path}")
 
 
 @app.command("status")

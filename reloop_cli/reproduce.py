@@ -29,7 +29,7 @@ from reloop_cli.features import (
     to_tensors,
     vocab_sizes,
 )
-from reloop_cli.fitting import fit, predict_batches
+from reloop_cli.fitting import fit, predict_batches, resolve_device
 from reloop_cli.ingest import IMPRESSION_ID, load_files
 from reloop_cli.metrics import auc, logloss
 from reloop_cli.models import MODELS, build_model
@@ -202,6 +202,7 @@ def reproduce(
         raise BadInput("--seeds: must be >= 1")
     for alpha in alphas:
         spec.override("train", alpha=alpha)  # validates the range
+    resolve_device(spec.train.device)
     parts = split_rows(ws, spec, files, parse_split(split), split_seed)
     if min(parts["train"].height, parts["test"].height) == 0:
         raise BadInput("reproduce: the split leaves no training or no test rows")

@@ -19,7 +19,7 @@ import torch
 from reloop_cli.checkpoint import load_version, publish_version
 from reloop_cli.errors import BadInput
 from reloop_cli.features import categorical_fields, dense_fields, encode, grow_vocab, vocab_sizes
-from reloop_cli.fitting import fit
+from reloop_cli.fitting import fit, resolve_device
 from reloop_cli.ingest import IMPRESSION_ID, LABEL, SERVED_PCTR
 from reloop_cli.loader import ParquetBatches
 from reloop_cli.models import CTRModel, build_model
@@ -178,6 +178,7 @@ def train_version(
     out of training entirely.
     """
     started = time.perf_counter()
+    resolve_device(spec.train.device)  # fail before anything is written
     if parent is None and use_live_parent:
         parent = registry.live(chain)
     loss = spec.train.loss if parent is not None else "bce"

@@ -130,6 +130,8 @@ def test_asking_for_a_gpu_where_there_is_none_is_a_clear_error(ingested):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    before = workspace_files(ingested)
     result = invoke("train", "--day", "2024-01-02", "-w", str(ingested.root), "--device", "cuda")
     assert result.exit_code == EXIT_BAD_INPUT
     assert "torch sees no GPU" in result.output
+    assert workspace_files(ingested) == before

@@ -1,0 +1,213 @@
+"""`reloop report`: one self-contained HTML page a CTR team reads each morning.
+
+Plots are rendered with matplotlib (Agg, no display) to PNG and embedded as data URIs, so the
+page is one file that opens anywhere. Sources: the last `reloop simulate` result saved in the
+workspace (per-day next-day AUC/Logloss per arm, the oracle, each arm's daily lift over bce), the
+scores and labels on disk (calibration), and the registry (the main chain's versions and gate
+decisions).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from reloop_cli.ingest import IMPRESSION_ID, LABEL
+from reloop_cli.metrics import calibration_buckets
+from reloop_cli.registry import Registry
+from reloop_cli.workspace import Workspace
+
+SIMULATION_FILE = "simulate.json"
+
+
+def reports_dir(ws: Workspace) -> Path:
+    return ws.root / "reports"
+
+
+def save_simulation(ws: Workspace, payload: dict) -> Path:
+    """Keep the last simulation's result where `reloop report` finds it."""
+    path = reports_dir(ws) / SIMULATION_FILE
+    ws.write_json(payload, path)
+    return path
+
+
+def _png(figure: plt.Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _metric_plot(sim: dict, metric: str, label: str) -> str:
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    for arm, entry in sim["arms"].items():
+        axis.plot(
+            [d["day"][5:] for d in entry["days"]],
+            [d[metric] for d in entry["days"]],
+            marker="o",
+            label=arm,
+        )
+    if sim.get("oracle"):
+        axis.plot(
+            [o["day"][5:] for o in sim["oracle"]],
+            [o[metric] for o in sim["oracle"]],
+            linestyle="--",
+            color="grey",
+            label="oracle",
+        )
+    axis.set(title=f"next-day {label} per day", xlabel="day", ylabel=label)
+    axis.legend()
+    axis.grid(alpha=0.3)
+    return _png(figure)
+
+
+def _lift_plot(sim: dict) -> str | None:
+    arms = [a for a in sim["arms"] if a != "bce"]
+    if "bce" not in sim["arms"] or not arms:
+        return None
+    base = sim["arms"]["bce"]["days"]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    width = 0.8 / len(arms)
+    for k, arm in enumerate(arms):
+        days = sim["arms"][arm]["days"]
+        xs = [i + k * width for i in range(len(days))]
+        auc = [100 * (d["auc"] - b["auc"]) / b["auc"] for d, b in zip(days, base, strict=True)]
+        ll = [
+            100 * (d["logloss"] - b["logloss"]) / b["logloss"]
+            for d, b in zip(days, base, strict=True)
+        ]
+        axes[0].bar(xs, auc, width, label=arm)
+        axes[1].bar(xs, ll, width, label=arm)
+    for axis, name in zip(
+        axes, ("AUC lift over bce (%)", "Logloss change vs bce (%)"), strict=True
+    ):
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xticks(range(len(base)), [d["day"][5:] for d in base])
+        axis.set(title=name)
+        axis.legend()
+    return _png(figure)
+
+
+def _calibration_plot(ws: Workspace, sim: dict) -> str | None:
+    """Predicted vs observed CTR by bucket, for each arm's version on the last simulated day."""
+    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    drawn = False
+    for arm, entry in sim["arms"].items():
+        last = entry["days"][-1]
+        if not ws.has_scores(last["version"], last["day"]):
+            continue
+        joined = (
+            ws.scan_logs([last["day"]])
+            .select(IMPRESSION_ID, LABEL)
+            .join(ws.scan_scores(last["version"], last["day"]), on=IMPRESSION_ID)
+            .collect()
+        )
+        buckets = calibration_buckets(joined[LABEL].to_numpy(), joined["pctr"].to_numpy())
+        axis.plot(
+            [b["mean_pctr"] for b in buckets],
+            [b["ctr"] for b in buckets],
+            marker="o",
+            label=f"{arm} v{last['version']}",
+        )
+        drawn = True
+    if not drawn:
+        plt.close(figure)
+        return None
+    top = axis.get_xlim()[1]
+    axis.plot([0, top], [0, top], linestyle="--", color="grey", label="perfect")
+    axis.set(title="calibration, last day", xlabel="mean predicted CTR", ylabel="observed CTR")
+    axis.legend()
+    return _png(figure)
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def _history(registry: Registry) -> str:
+    rows = []
+    for v in registry.versions("main"):
+        decision = v["decision"] or {}
+        holdout = decision.get("candidate") or {}
+        verdict = "; ".join(decision.get("reasons", [])) or decision.get("reason", "")
+        if decision.get("forced"):
+            verdict = "forced past the gate"
+        rows.append(
+            [
+                f"v{v['version']}",
+                v["day"],
+                f"v{v['parent']}" if v["parent"] else "-",
+                v["loss"],
+                v["status"],
+                _fmt(holdout.get("auc")),
+                _fmt(holdout.get("logloss")),
+                verdict,
+            ]
+        )
+    if not rows:
+        return "<p>No versions in the main chain yet (`reloop run` or `reloop train`).</p>"
+    return _table(
+        ["version", "day", "parent", "loss", "status", "holdout AUC", "holdout Logloss", "gate"],
+        rows,
+    )
+
+
+def build_report(ws: Workspace) -> str:
+    """The report page as HTML text."""
+    sections = [f"<h1>reloop report</h1><p>workspace: {html.escape(str(ws.root))}</p>"]
+    sim_path = reports_dir(ws) / SIMULATION_FILE
+    if sim_path.exists():
+        sim = json.loads(sim_path.read_text(encoding="utf-8"))
+        images = [
+            _metric_plot(sim, "auc", "AUC"),
+            _metric_plot(sim, "logloss", "Logloss"),
+            _lift_plot(sim),
+            _calibration_plot(ws, sim),
+        ]
+        sections.append("<h2>Simulation: next-day metrics per arm</h2>")
+        sections += [f'<img alt="plot" src="{src}">' for src in images if src]
+        means = [
+            [arm, _fmt(e["mean_auc"]), _fmt(e["mean_logloss"])] for arm, e in sim["arms"].items()
+        ]
+        sections.append(_table(["arm", "mean AUC", "mean Logloss"], means))
+    else:
+        sections.append("<p>No simulation in this workspace yet (`reloop simulate`).</p>")
+    sections.append("<h2>Versions and gate decisions (chain main)</h2>")
+    if ws.registry_path.exists():
+        with Registry(ws) as registry:
+            sections.append(_history(registry))
+    style = (
+        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "img{display:block;margin:1em 0;max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>reloop report</title>"
+        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>"
+    )
+
+
+def write_report(ws: Workspace, out: Path | None = None) -> Path:
+    """Render the report to `out` (default: reports/report.html in the workspace), atomically."""
+    target = out or reports_dir(ws) / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{target.name}.part")
+    tmp.write_text(build_report(ws), encoding="utf-8")
+    tmp.replace(target)
+    return target

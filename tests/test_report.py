@@ -1,0 +1,44 @@
+"""The HTML report: self-contained, every plot a real image, the numbers of the simulation."""
+
+from __future__ import annotations
+
+import base64
+import re
+from html.parser import HTMLParser
+
+from reloop_cli.ingest import ingest
+from reloop_cli.registry import Registry
+from reloop_cli.report import save_simulation, write_report
+from reloop_cli.simulate import simulate
+
+
+class Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+def test_report_embeds_decodable_plots_and_the_simulated_means(ws, tiny_logs, sample_spec):
+    ingest(ws, sample_spec, tiny_logs)
+    with Registry(ws) as registry:
+        result = simulate(ws, registry, sample_spec, 2, ["bce", "reloop"])
+    save_simulation(ws, result.to_dict())
+    page = write_report(ws).read_text(encoding="utf-8")
+    parser = Images()
+    parser.feed(page)
+    assert len(parser.sources) == 4  # AUC, Logloss, lift over bce, calibration
+    for source in parser.sources:
+        assert source.startswith("data:image/png;base64,")
+        png = base64.b64decode(source.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2_000
+    assert f"{result.arms['reloop'].mean_auc:.4f}" in page
+    assert not re.search(r"src=\"(http|file)", page)  # nothing outside the page
+
+
+def test_report_on_an_empty_workspace_says_what_is_missing(ws):
+    page = write_report(ws).read_text(encoding="utf-8")
+    assert "No simulation in this workspace yet" in page
