@@ -625,6 +625,28 @@ def report_command(
     out.print(f"report written to {path}")
 
 
+@app.command("export")
+def export_command(
+    version: Annotated[int, typer.Option("--version", "-v", help="Version to export.")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="torchscript or onnx.")] = "torchscript",
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a version for serving outside reloop (input indices -> pCTR), with its feature map.
+
+    Example: reloop export --version 3 --format torchscript --out model.pt
+    """
+    from reloop_cli.export import export_version
+
+    ws = Workspace(workspace)
+    result = run_stage(lambda: export_version(ws, version, fmt, out_file))
+    if as_json:
+        emit_json(result.__dict__)
+    else:
+        out.print(f"v{version} exported as {fmt} to {result.path} (feature map {result.features})")
+
+
 @app.command("status")
 def status_command(
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),

@@ -1,0 +1,96 @@
+"""`reloop export`: a version as a TorchScript (or ONNX) file for serving outside reloop.
+
+The exported program takes (categorical int64 [B, Fc], dense float32 [B, Fd]) and returns the
+click probability [B]. A sidecar `<FILE>.features.json` holds what turns raw values into those
+inputs: field order, the vocabulary rows the version knows, and the numeric transform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import torch
+from torch import nn
+
+from reloop_cli.checkpoint import load_version
+from reloop_cli.errors import BadInput
+from reloop_cli.features import categorical_fields, dense_fields, load_vocab
+from reloop_cli.workspace import Workspace
+
+FORMATS = ("torchscript", "onnx")
+
+
+class Probability(nn.Module):
+    """The version's network with the sigmoid applied: what a server returns as pCTR."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(categorical, dense))
+
+
+@dataclass
+class ExportResult:
+    version: int
+    format: str
+    path: str
+    features: str
+
+
+def _example_inputs(field_sizes: list[int], n_dense: int) -> tuple[torch.Tensor, torch.Tensor]:
+    categorical = torch.stack([torch.arange(4) % max(s, 1) for s in field_sizes], dim=1)
+    return categorical.reshape(4, len(field_sizes)).long(), torch.zeros(4, n_dense)
+
+
+def export_version(ws: Workspace, version: int, fmt: str, out: Path) -> ExportResult:
+    if fmt not in FORMATS:
+        raise BadInput(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
+    loaded = load_version(ws, version)
+    wrapper = Probability(loaded.model).eval()
+    example = _example_inputs(loaded.meta["field_sizes"], loaded.meta["n_dense"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}.part")
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapper, example)
+        traced.save(str(tmp))
+    else:
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise BadInput(
+                "--format onnx needs the onnx extra: pip install 'reloop[onnx]'"
+            ) from None
+        torch.onnx.export(
+            wrapper,
+            example,
+            str(tmp),
+            input_names=["categorical", "dense"],
+            output_names=["pctr"],
+            dynamic_axes={"categorical": {0: "rows"}, "dense": {0: "rows"}, "pctr": {0: "rows"}},
+            dynamo=False,
+        )
+    tmp.replace(out)
+    features = out.with_name(out.name + ".features.json")
+    ws.write_json(_feature_map(ws, loaded), features)
+    return ExportResult(version, fmt, str(out), str(features))
+
+
+def _feature_map(ws: Workspace, loaded) -> dict:
+    spec, sizes = loaded.spec, loaded.meta["field_sizes"]
+    vocab = load_vocab(ws)
+    fields = {}
+    for name, size in zip(categorical_fields(spec), sizes, strict=True):
+        rows = vocab.filter((pl.col("field") == name) & (pl.col("index") < size))
+        fields[name] = dict(zip(rows["value"].to_list(), rows["index"].to_list(), strict=True))
+    return {
+        "categorical_fields": categorical_fields(spec),
+        "dense_fields": dense_fields(spec),
+        "out_of_vocabulary_index": 0,
+        "numeric_transform": spec.data.numeric_transform,
+        "vocabulary": fields,
+    }
