@@ -83,7 +83,10 @@ def _as_float(column: str) -> pl.Expr:
 def _time_expr(data: DataSpec) -> pl.Expr:
     raw = pl.col(data.time_column)
     if data.time_format:
-        parsed = raw.cast(pl.String).str.strptime(pl.Datetime("us"), data.time_format, strict=False)
+        text, fmt = raw.cast(pl.String), data.time_format
+        if "%H" in fmt and "%M" not in fmt:  # Polars parses an hour only with its minutes
+            text, fmt = text + "00", fmt + "%M"
+        parsed = text.str.strptime(pl.Datetime("us"), fmt, strict=False)
         return parsed.dt.epoch("s")
     return raw.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
 
@@ -181,7 +184,13 @@ def load_files(paths: list[Path], spec: Spec, days: int | None, start: str) -> p
     for path in paths:
         raw = read_raw(path, spec.data)
         _require_columns(path, raw, spec.data)
-        frame = _normalise(path, raw, spec.data, file_digest(path))
+        try:
+            frame = _normalise(path, raw, spec.data, file_digest(path))
+        except pl.exceptions.PolarsError as err:
+            reason = str(err).strip().splitlines()[0]
+            raise BadInput(
+                f"{path}: cannot read its columns with {spec.source}: {reason}"
+            ) from None
         _check_rejects(path, frame, spec.data)
         frames.append(frame.with_columns(pl.lit(str(path)).alias("_file")))
     batch = pl.concat(frames, how="vertical")

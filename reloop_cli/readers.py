@@ -53,6 +53,9 @@ def read_raw(path: Path, data: DataSpec) -> pl.DataFrame:
                 path,
                 separator="," if fmt == "csv" else "\t",
                 infer_schema=False,
+                has_header=not data.columns,
+                new_columns=list(data.columns) or None,
+                quote_char=None if fmt == "tsv" else '"',
             )
     except BadInput:
         raise

@@ -43,6 +43,7 @@ class DataSpec:
     # "log": sign(x)*log1p(|x|) scales a per-field vector; "bucket": Criteo's floor(log(x)^2) bins.
     numeric_transform: str = "log"
     format: str | None = None  # None: chosen from each file's extension
+    columns: tuple[str, ...] = ()  # CSV/TSV without a header line: the column names, in order
     time_column: str | None = None
     time_format: str | None = None  # strftime pattern for string times; None = epoch seconds
     impression_id: str | None = None

@@ -150,3 +150,45 @@ def test_bad_rows_within_the_allowance_go_to_rejects(ws, tmp_path):
     rejects = pl.read_parquet(next(ws.rejects.rglob("*.parquet")))
     assert rejects["reject_reason"].to_list() == ["label '7' is not 0 or 1"]
     assert rejects["source_row"].to_list() == [10]
+
+
+def test_criteo_style_tsv_without_header_ingests_with_bucketised_counters(ws, tmp_path):
+    from reloop_cli.features import encode, grow_vocab, vocab_sizes
+    from reloop_cli.spec import load_spec
+    from tests.conftest import REPO
+
+    spec = load_spec(REPO / "pipelines" / "criteo.toml")
+    lines = []
+    for i in range(40):
+        counters = [str(i * k) if (i + k) % 5 else "" for k in range(13)]
+        categoricals = [f"{(i * 7 + k) % 9:08x}" if k % 4 else "" for k in range(26)]
+        lines.append("\t".join([str(i % 2), *counters, *categoricals]))
+    path = tmp_path / "day_0.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    assert ingest(ws, spec, [path], days=2).rows == 40
+    rows = ws.scan_logs(ws.days())
+    vocab = grow_vocab(ws, spec.override("train", min_count=1), rows)
+    encoded = encode(rows, spec, vocab, vocab_sizes(vocab, spec)).collect()
+    assert encoded["I2"].dtype == pl.Int32  # counters became bucket indices
+    assert encoded["I2"].n_unique() > 3
+
+
+def test_avazu_style_csv_is_dated_by_its_hour_column(ws, tmp_path):
+    from reloop_cli.spec import load_spec
+    from tests.conftest import REPO
+
+    spec = load_spec(REPO / "pipelines" / "avazu.toml")
+    header = ["id", "click", "hour", *spec.data.categorical]
+    rows = [
+        [
+            str(10_000 + i),
+            str(i % 2),
+            "141021" + f"{i % 24:02d}" if i < 30 else "14102200",
+            *[f"v{(i + k) % 3}" for k in range(len(spec.data.categorical))],
+        ]
+        for i in range(40)
+    ]
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n")
+    result = ingest(ws, spec, [path])
+    assert result.rows_per_day == {"2014-10-21": 30, "2014-10-22": 10}
