@@ -26,10 +26,22 @@ def tiny_logs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture()
 def sample_spec() -> Spec:
-    """The bundled sample spec, shrunk so a version trains in well under a second."""
+    """The bundled sample spec, shrunk so a version trains in well under a second, with the
+    simplest loop settings (from scratch, ỹ_last re-scored by the parent); tests of warm start
+    and of served ỹ_last switch those on themselves."""
     spec = load_spec(REPO / "pipelines" / "sample.toml")
     spec = spec.override("model", embedding_dim=8, hidden_units=(16,))
-    return spec.override("train", epochs=2, batch_size=256, learning_rate=0.01, window_days=2)
+    return spec.override(
+        "train",
+        epochs=2,
+        batch_size=256,
+        learning_rate=0.01,
+        window_days=2,
+        alpha=0.5,
+        warm_start=False,
+        last_source="parent",
+        embedding_l2=0.0,
+    )
 
 
 @pytest.fixture()
