@@ -21,6 +21,7 @@ from rich.table import Table
 
 from reloop_cli import __version__
 from reloop_cli.errors import EXIT_INTERNAL, ReloopError
+from reloop_cli.progress import note
 from reloop_cli.workspace import DEFAULT_WORKSPACE, Workspace
 
 app = typer.Typer(
@@ -59,15 +60,24 @@ def _main(
         bool, typer.Option("--version", callback=_version_callback, is_eager=True)
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     if debug:
         os.environ["RELOOP_DEBUG"] = "1"
+    _options["quiet"] = quiet
+
+
+_options = {"quiet": False}
 
 
 def run_stage(action: Callable[[], T]) -> T:
-    """Run a stage; a `ReloopError` becomes one line on stderr and its exit code."""
+    """Run a stage (with progress bars on a terminal); a `ReloopError` becomes one line on stderr
+    and its exit code."""
+    from reloop_cli.progress import show_progress
+
     try:
-        return action()
+        with show_progress(not _options["quiet"]):
+            return action()
     except ReloopError as error:
         if os.environ.get("RELOOP_DEBUG"):
             raise
@@ -404,14 +414,14 @@ def simulate(
 
                     raise BadInput("simulate FILE...: pass --spec to say how to read them")
                 spec = load_spec(spec_file)
-                err.print(f"ingesting {len(inputs)} file(s) into {ws.root}")
+                note(f"ingesting {len(inputs)} file(s) into {ws.root}")
                 ingest_files(ws, spec, inputs, days=ingest_days)
                 remember_spec(ws, spec)
             spec = _train_overrides(
                 _spec_for(ws, spec_file), None, alpha, model, None, None, None
             ).override("train", device=device)
-            with Registry(ws) as registry, err.status("simulating") as status:
-                result = run_simulation(ws, registry, spec, days, chosen, on_step=status.update)
+            with Registry(ws) as registry:
+                result = run_simulation(ws, registry, spec, days, chosen, on_step=note)
             save_simulation(ws, _clean(result.to_dict()))
             report = write_report(ws)
             return result, report
@@ -463,18 +473,17 @@ def reproduce(
                 f"--alphas: '{alphas}' is not a comma-separated list of numbers"
             ) from None
         model_list = [m.strip() for m in (models or spec.model.name).split(",") if m.strip()]
-        with err.status("reproducing") as status:
-            return run_reproduce(
-                ws,
-                spec,
-                files=list(files or []),
-                models=model_list,
-                seeds=seeds,
-                alphas=alpha_list,
-                split=split,
-                split_seed=split_seed,
-                on_step=status.update,
-            )
+        return run_reproduce(
+            ws,
+            spec,
+            files=list(files or []),
+            models=model_list,
+            seeds=seeds,
+            alphas=alpha_list,
+            split=split,
+            split_seed=split_seed,
+            on_step=note,
+        )
 
     result = run_stage(action)
     if as_json:

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from reloop_cli import progress
 from reloop_cli.losses import training_loss
 from reloop_cli.metrics import auc, logloss
 from reloop_cli.models import CTRModel
@@ -95,16 +96,21 @@ def train_epoch(
     device = _model_device(model)
     tables = [m.table.weight for m in model.embedding_tables()]
     total, rows = torch.zeros((), device=device), 0
-    for batch in data.batches(settings.batch_size, generator):
-        categorical, dense, label, y_last = (t.to(device, non_blocking=True) for t in batch)
-        objective = training_loss(loss, model(categorical, dense), label, y_last, alpha)
-        if settings.embedding_l2 > 0:  # FuxiCTR's embedding regulariser: lambda/2 * ||E||^2
-            objective = objective + settings.embedding_l2 / 2 * sum(t.pow(2).sum() for t in tables)
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
-        total += objective.detach() * len(label)  # stays on the device: no sync per batch
-        rows += len(label)
+    steps = -(-len(data) // settings.batch_size) if hasattr(data, "__len__") else None
+    with progress.task(f"training ({loss})", steps) as bar:
+        for batch in data.batches(settings.batch_size, generator):
+            categorical, dense, label, y_last = (t.to(device, non_blocking=True) for t in batch)
+            objective = training_loss(loss, model(categorical, dense), label, y_last, alpha)
+            if settings.embedding_l2 > 0:  # FuxiCTR's embedding regulariser: lambda/2 * ||E||^2
+                objective = objective + settings.embedding_l2 / 2 * sum(
+                    t.pow(2).sum() for t in tables
+                )
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            total += objective.detach() * len(label)  # stays on the device: no sync per batch
+            rows += len(label)
+            bar.advance()
     return float(total) / max(rows, 1), rows
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from reloop_cli import progress
 from reloop_cli.errors import BadInput
 from reloop_cli.faults import crash_point
 from reloop_cli.readers import ROW, read_raw
@@ -181,20 +182,25 @@ def is_ingested(ws: Workspace, spec: Spec, path: Path) -> bool:
 def load_files(paths: list[Path], spec: Spec, days: int | None, start: str) -> pl.DataFrame:
     """Read, validate and day-assign a batch of files; raises before anything is written."""
     frames = []
-    for path in paths:
-        raw = read_raw(path, spec.data)
-        _require_columns(path, raw, spec.data)
-        try:
-            frame = _normalise(path, raw, spec.data, file_digest(path))
-        except pl.exceptions.PolarsError as err:
-            reason = str(err).strip().splitlines()[0]
-            raise BadInput(
-                f"{path}: cannot read its columns with {spec.source}: {reason}"
-            ) from None
-        _check_rejects(path, frame, spec.data)
-        frames.append(frame.with_columns(pl.lit(str(path)).alias("_file")))
+    with progress.task("reading logs", len(paths)) as bar:
+        for path in paths:
+            frames.append(_load_one(path, spec))
+            bar.advance()
     batch = pl.concat(frames, how="vertical")
     return _assign_days(batch, spec.data, days, start)
+
+
+def _load_one(path: Path, spec: Spec) -> pl.DataFrame:
+    """One file read, checked and normalised, with its source name."""
+    raw = read_raw(path, spec.data)
+    _require_columns(path, raw, spec.data)
+    try:
+        frame = _normalise(path, raw, spec.data, file_digest(path))
+    except pl.exceptions.PolarsError as err:
+        reason = str(err).strip().splitlines()[0]
+        raise BadInput(f"{path}: cannot read its columns with {spec.source}: {reason}") from None
+    _check_rejects(path, frame, spec.data)
+    return frame.with_columns(pl.lit(str(path)).alias("_file"))
 
 
 def _write_batch(ws: Workspace, key: str, batch: pl.DataFrame, result: IngestResult) -> None:

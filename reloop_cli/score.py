@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from reloop_cli import progress
 from reloop_cli.checkpoint import LoadedVersion, load_version
 from reloop_cli.faults import crash_point
 from reloop_cli.features import encode, load_vocab, to_tensors
@@ -80,7 +81,12 @@ def score_days(
         ws.require_day(day)
     if jobs == 1 or len(days) < 2:
         loaded = load_version(ws, version)
-        return [score_day(ws, version, day, loaded=loaded, force=force) for day in days]
+        results = []
+        with progress.task(f"scoring with v{version}", len(days)) as bar:
+            for day in days:
+                results.append(score_day(ws, version, day, loaded=loaded, force=force))
+                bar.advance()
+        return results
     from joblib import Parallel, delayed
 
     return Parallel(n_jobs=jobs)(
