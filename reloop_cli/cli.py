@@ -6,6 +6,7 @@ code in `errors.py`; `--debug` (or RELOOP_DEBUG=1) shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -131,6 +132,34 @@ def _spec_for(ws: Workspace, path: Path | None):
     return spec
 
 
+def _launch_torchrun(nproc: int) -> int:
+    """Re-run this `reloop train` command under torchrun with `nproc` local processes."""
+    import subprocess
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if arg.startswith("--nproc="):
+            continue
+        argv.append(arg)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "reloop_cli",
+        *argv,
+    ]
+    return subprocess.call(command)
+
+
 def _train_overrides(spec, loss, alpha, model, epochs, seed, warm_start):
     spec = spec.override(
         "train", loss=loss, alpha=alpha, epochs=epochs, seed=seed, warm_start=warm_start
@@ -248,16 +277,24 @@ def train(
     chain: Annotated[str, typer.Option(help="Which chain of versions to extend.")] = "main",
     promote: Annotated[bool, typer.Option("--promote/--no-promote")] = True,
     device: DeviceOpt = None,
+    nproc: Annotated[
+        int, typer.Option(help="Processes on this machine (launches torchrun); 1: no DDP.")
+    ] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the next version on the window of days ending at DAY, using its parent's scores.
 
     Example: reloop train --day 2024-01-03 --loss reloop --alpha 0.5
+    Several processes: reloop train --day 2024-01-03 --nproc 2
+    (the same as: torchrun --nproc_per_node 2 -m reloop_cli train --day 2024-01-03)
     """
+    from reloop_cli import distributed
     from reloop_cli.fitting import resolve_device
     from reloop_cli.registry import Registry
     from reloop_cli.train import train_version
 
+    if nproc > 1 and not distributed.is_distributed():
+        raise typer.Exit(_launch_torchrun(nproc))
     ws = Workspace(workspace)
 
     def action():
@@ -265,12 +302,19 @@ def train(
             _spec_for(ws, spec_path), loss, alpha, model, epochs, seed, warm_start
         ).override("train", device=device)
         resolve_device(spec.train.device)  # before the registry or anything else is written
-        with ws.lock(), Registry(ws) as registry:
-            return train_version(
-                ws, registry, spec, day, chain=chain, parent=parent, promote=promote
-            )
+        # Under torchrun only rank 0 holds the lock and writes; the others train their shard.
+        lock = ws.lock() if distributed.is_main() else contextlib.nullcontext()
+        try:
+            with lock, Registry(ws) as registry:
+                return train_version(
+                    ws, registry, spec, day, chain=chain, parent=parent, promote=promote
+                )
+        finally:
+            distributed.shutdown()
 
     result = run_stage(action)
+    if not distributed.is_main():
+        return
     if as_json:
         emit_json(result.to_dict())
         return

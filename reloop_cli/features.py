@@ -17,7 +17,7 @@ import polars as pl
 import torch
 
 from reloop_cli.errors import BadInput
-from reloop_cli.spec import Spec, spec_from_dict
+from reloop_cli.spec import Spec, spec_from_dict, with_environment
 from reloop_cli.workspace import Workspace
 
 OOV_INDEX = 0
@@ -92,11 +92,12 @@ def extend_vocab(vocab: pl.DataFrame, spec: Spec, rows: pl.LazyFrame) -> pl.Data
     return pl.concat([vocab, *additions], how="vertical") if additions else vocab
 
 
-def grow_vocab(ws: Workspace, spec: Spec, rows: pl.LazyFrame) -> pl.DataFrame:
-    """Extend the workspace's vocabulary with a window's values and save it (atomically)."""
+def grow_vocab(ws: Workspace, spec: Spec, rows: pl.LazyFrame, save: bool = True) -> pl.DataFrame:
+    """Extend the workspace's vocabulary with a window's values and save it (atomically; with
+    `save=False`, as every rank but the first does under torchrun, only compute it)."""
     vocab = load_vocab(ws)
     grown = extend_vocab(vocab, spec, rows)
-    if grown.height != vocab.height:
+    if save and grown.height != vocab.height:
         ws.write_parquet(grown, vocab_path(ws))
     return grown
 
@@ -182,11 +183,13 @@ def spec_path(ws: Workspace) -> Path:
 
 
 def stored_spec(ws: Workspace) -> Spec | None:
-    """The spec the workspace's logs were ingested with, if any."""
+    """The spec the workspace's logs were ingested with, if any, with RELOOP_* variables applied
+    (as `load_spec` applies them to a file)."""
     path = spec_path(ws)
     if not path.exists():
         return None
-    return spec_from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return spec_from_dict(with_environment(raw), str(path))
 
 
 def remember_spec(ws: Workspace, spec: Spec) -> None:

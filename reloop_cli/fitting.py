@@ -8,7 +8,9 @@ weights are restored at the end (FuxiCTR's schedule, without its fixed checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -16,7 +18,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from reloop_cli import progress
+from reloop_cli import distributed, progress
+from reloop_cli.faults import crash_point
 from reloop_cli.losses import training_loss
 from reloop_cli.metrics import auc, logloss
 from reloop_cli.models import CTRModel
@@ -78,7 +81,7 @@ def _score(monitor: str, metrics: dict) -> float:
 
 
 def validate(model: CTRModel, data: Batches) -> dict:
-    label, prob = predict_batches(model, data)
+    label, prob = distributed.gather(*predict_batches(model, data))
     return {"val_auc": auc(label, prob), "val_logloss": logloss(label, prob)}
 
 
@@ -94,7 +97,8 @@ def train_epoch(
     """One pass over `data`; returns the mean objective and the number of rows seen."""
     model.train()
     device = _model_device(model)
-    tables = [m.table.weight for m in model.embedding_tables()]
+    network = getattr(model, "module", model)  # the model itself, also when DDP wraps it
+    tables = [m.table.weight for m in network.embedding_tables()]
     total, rows = torch.zeros((), device=device), 0
     steps = -(-len(data) // settings.batch_size) if hasattr(data, "__len__") else None
     with progress.task(f"training ({loss})", steps) as bar:
@@ -124,15 +128,32 @@ def fit(
     seed: int,
 ) -> FitResult:
     """Train `model` in place on the spec's device (it ends on the CPU); with a validation set,
-    stop early and restore the best epoch."""
-    model.to(resolve_device(settings.device))
+    stop early and restore the best epoch. Under torchrun, each rank passes its own shard and
+    DDP averages the gradients; the per-rank batch is the spec's batch over the world size."""
+    device = distributed.init(resolve_device(settings.device))
+    model.to(device)
+    trained: torch.nn.Module = model
+    if distributed.is_distributed():
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+        settings = dataclasses.replace(
+            settings, batch_size=max(1, settings.batch_size // distributed.world_size())
+        )
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     result = FitResult()
     best_score, best_state, waited = -math.inf, None, 0
     for epoch in range(1, settings.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        mean_loss, rows = train_epoch(model, train, settings, optimizer, loss, alpha, generator)
+        crash_point(f"fit-rank{distributed.rank()}")
+        with trained.join() if distributed.is_distributed() else contextlib.nullcontext():
+            mean_loss, rows = train_epoch(
+                trained, train, settings, optimizer, loss, alpha, generator
+            )
+        rows = distributed.total(rows)
         entry = {"epoch": epoch, "loss": mean_loss, "rows": rows, "lr": lr}
         if valid is None:
             result.history.append(entry)

@@ -244,6 +244,12 @@ def load_spec(path: str | Path, environ: dict[str, str] | None = None) -> Spec:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise BadInput(f"{path}: not valid TOML ({err})") from None
+    return spec_from_dict(with_environment(raw, environ), str(path))
+
+
+def with_environment(raw: dict[str, Any], environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """A spec's raw sections with RELOOP_<SECTION>_<KEY> variables laid over them."""
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
     for section, values in env_overrides(os.environ if environ is None else environ).items():
-        raw.setdefault(section, {}).update(values)
-    return spec_from_dict(raw, str(path))
+        merged.setdefault(section, {}).update(values)
+    return merged

@@ -9,6 +9,7 @@ metadata. The first version of a chain has no parent and trains with BCE.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from reloop_cli import distributed
 from reloop_cli.checkpoint import load_version, publish_version
 from reloop_cli.errors import BadInput
 from reloop_cli.features import categorical_fields, dense_fields, encode, grow_vocab, vocab_sizes
@@ -118,7 +120,11 @@ def training_rows(
 def split_to_parquet(
     encoded: pl.LazyFrame, spec: Spec, folder: Path, y_last_column: str | None
 ) -> tuple[ParquetBatches, ParquetBatches | None]:
-    """Stream the encoded window to train.parquet and (a seeded hash slice) valid.parquet."""
+    """Stream the encoded window to train.parquet and (a seeded hash slice) valid.parquet; under
+    torchrun, only this rank's shard (row i goes to rank i mod world size)."""
+    if distributed.is_distributed():
+        position = pl.int_range(pl.len(), dtype=pl.Int64)
+        encoded = encoded.filter(position % distributed.world_size() == distributed.rank())
     fraction = spec.train.validation_fraction
     if fraction == 0:
         return ParquetBatches.write(encoded, folder / "train.parquet", spec, y_last_column), None
@@ -130,7 +136,7 @@ def split_to_parquet(
     valid = ParquetBatches.write(
         encoded.filter(is_valid), folder / "valid.parquet", spec, y_last_column
     )
-    return train, valid if len(valid) else None
+    return train, valid if distributed.total(len(valid)) else None
 
 
 def count_without_last(folder: Path, y_last_column: str | None) -> int | None:
@@ -186,7 +192,7 @@ def train_version(
     rows = training_rows(ws, registry, spec, window, parent, loss, chain)
     if exclude is not None:  # e.g. the newest day's holdout slice that judges this version
         rows = rows.filter(~exclude)
-    vocab = grow_vocab(ws, spec, rows)
+    vocab = grow_vocab(ws, spec, rows, save=distributed.is_main())
     sizes = vocab_sizes(vocab, spec)
     y_last_column = Y_LAST if loss != "bce" else None
     columns = [*categorical_fields(spec), *dense_fields(spec), LABEL, IMPRESSION_ID]
@@ -200,12 +206,16 @@ def train_version(
     warm = spec.train.warm_start and parent is not None
     if warm:
         _warm_start(model, ws, parent)
-    staging = ws.staging_dir(ws.models)
+    # Rank 0 stages the version inside the workspace; other ranks keep their shards elsewhere.
+    main = distributed.is_main()
+    staging = ws.staging_dir(ws.models) if main else Path(tempfile.mkdtemp(prefix="reloop-"))
     try:
         train_data, valid_data = split_to_parquet(encoded, spec, staging, y_last_column)
         fitted = fit(model, train_data, valid_data, spec.train, loss, spec.train.alpha, seed)
         without_last = count_without_last(staging, y_last_column)
-        rows = len(train_data) + (len(valid_data) if valid_data else 0)
+        if without_last is not None:
+            without_last = distributed.total(without_last)
+        rows = distributed.total(len(train_data) + (len(valid_data) if valid_data else 0))
         for path in staging.glob("*.parquet"):
             path.unlink()
 
@@ -233,10 +243,12 @@ def train_version(
             "spec": spec.to_dict(),
             "libraries": {"torch": torch.__version__, "polars": pl.__version__},
         }
-        result.version = publish_version(ws, registry, model, meta, staging)
+        if main:
+            result.version = publish_version(ws, registry, model, meta, staging)
+            if promote:
+                registry.set_live(chain, result.version)
+        result.version = distributed.from_main(result.version)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    if promote:
-        registry.set_live(chain, result.version)
     return result

@@ -1,0 +1,75 @@
+"""Training under torch.distributed (DDP), launched by torchrun; one process stays the default.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; with WORLD_SIZE > 1 each rank trains on its own
+disjoint shard of the window (row i goes to rank i mod world), gradients are averaged by DDP,
+validation predictions are gathered so every rank makes the same early-stopping decision, and
+only rank 0 writes to the workspace. Backend: nccl on CUDA, gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_distributed() -> bool:
+    return world_size() > 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init(device: torch.device) -> torch.device:
+    """Join the process group (once); returns this rank's device."""
+    if not is_distributed():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every rank's arrays, concatenated in rank order (identity when not distributed)."""
+    if not (is_distributed() and dist.is_initialized()):
+        return arrays
+    parts: list = [None] * world_size()
+    dist.all_gather_object(parts, arrays)
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(arrays)))
+
+
+def total(value: int) -> int:
+    """Sum of an integer over all ranks."""
+    if not (is_distributed() and dist.is_initialized()):
+        return value
+    tensor = torch.tensor([value], dtype=torch.long)
+    dist.all_reduce(tensor)
+    return int(tensor.item())
+
+
+def from_main(value: object) -> object:
+    """Rank 0's value, on every rank."""
+    if not (is_distributed() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
