@@ -1,0 +1,165 @@
+"""What every command shares: the Typer app, the consoles, option types, error handling, JSON.
+
+The CLI only parses and renders; logic lives in the stage modules. Errors a user can fix print
+one line on stderr and exit with the code in `errors.py`; `--debug` (or RELOOP_DEBUG=1) shows
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reloop_cli import __version__
+from reloop_cli.errors import EXIT_INTERNAL, ReloopError
+from reloop_cli.workspace import Workspace
+
+app = typer.Typer(
+    help="Keep a CTR model fresh: retrain daily, each version learning from its parent's mistakes.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+T = TypeVar("T")
+
+WorkspaceOpt = Annotated[
+    Path, typer.Option("--workspace", "-w", envvar="RELOOP_WORKSPACE", help="Workspace folder.")
+]
+SpecOpt = Annotated[
+    Path | None,
+    typer.Option("--spec", "-s", help="Pipeline spec (TOML); default: the one ingested with."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+DayOpt = Annotated[str, typer.Option("--day", "-d", help="Day, YYYY-MM-DD.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="cpu, cuda or auto (a GPU when one is visible).")
+]
+
+
+def _version_callback(show: bool) -> None:
+    if show:
+        out.print(f"reloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True)
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    if debug:
+        os.environ["RELOOP_DEBUG"] = "1"
+    _options["quiet"] = quiet
+
+
+_options = {"quiet": False}
+
+
+def run_stage(action: Callable[[], T]) -> T:
+    """Run a stage (with progress bars on a terminal); a `ReloopError` becomes one line on stderr
+    and its exit code."""
+    from reloop_cli.progress import show_progress
+
+    try:
+        with show_progress(not _options["quiet"]):
+            return action()
+    except ReloopError as error:
+        if os.environ.get("RELOOP_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; the workspace is unchanged by the unfinished step")
+        raise typer.Exit(130) from None
+    except Exception as error:  # a bug: say so, and how to see it
+        if os.environ.get("RELOOP_DEBUG"):
+            raise
+        err.print(
+            f"[bold red]internal error:[/] {type(error).__name__}: {error} (rerun with --debug)"
+        )
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: turn it into null, recursively."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def emit_json(payload: dict) -> None:
+    sys.stdout.write(json.dumps(_clean(payload), sort_keys=False) + "\n")
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{value:.{digits}f}")
+    )
+
+
+def _spec_for(ws: Workspace, path: Path | None):
+    from reloop_cli.errors import BadInput
+    from reloop_cli.features import stored_spec
+    from reloop_cli.spec import load_spec
+
+    if path is not None:
+        return load_spec(path)
+    spec = stored_spec(ws)
+    if spec is None:
+        raise BadInput(f"{ws.root}: no spec given and nothing ingested yet; pass --spec")
+    return spec
+
+
+def _train_overrides(spec, loss, alpha, model, epochs, seed, warm_start):
+    spec = spec.override(
+        "train", loss=loss, alpha=alpha, epochs=epochs, seed=seed, warm_start=warm_start
+    )
+    return spec.override("model", name=model)
+
+
+spec_app = typer.Typer(help="Pipeline specs: check what a spec resolves to.", no_args_is_help=True)
+app.add_typer(spec_app, name="spec")
+
+
+@spec_app.command("check")
+def spec_check(
+    path: Annotated[Path, typer.Argument(help="Spec file (TOML).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a spec and print every setting as resolved (TOML, then RELOOP_* variables).
+
+    Example: RELOOP_TRAIN_ALPHA=0.3 reloop spec check pipelines/sample.toml
+    """
+    from reloop_cli.spec import load_spec
+
+    spec = run_stage(lambda: load_spec(path))
+    resolved = spec.to_dict()
+    if as_json:
+        emit_json(resolved)
+        return
+    out.print(f"{path}: valid")
+    table = Table("setting", "value", title=f"spec '{spec.name}' as resolved")
+    for section in ("data", "model", "train", "gate"):
+        for key, value in resolved[section].items():
+            table.add_row(f"{section}.{key}", json.dumps(value))
+    out.print(table)

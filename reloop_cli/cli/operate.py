@@ -1,0 +1,275 @@
+"""Commands for running reloop in production: run (cron), status, promote, rollback, report,
+export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from reloop_cli.cli.common import (
+    JsonOpt,
+    WorkspaceOpt,
+    app,
+    emit_json,
+    fmt,
+    out,
+    run_stage,
+)
+from reloop_cli.workspace import DEFAULT_WORKSPACE, Workspace
+
+PANEL = "In production"
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+                "level": record.levelname.lower(),
+                "message": record.getMessage(),
+            }
+        )
+
+
+def _setup_logging(as_json: bool) -> None:
+    """Cycle logs go to stderr (cron mails it; log shippers read JSON lines with --log-json)."""
+    logger = logging.getLogger("reloop")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonLines() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+
+
+@app.command("run", rich_help_panel=PANEL)
+def run_command(
+    spec_path: Annotated[Path, typer.Option("--spec", "-s", help="Pipeline spec (TOML).")],
+    logs: Annotated[str, typer.Option(help="Folder, glob or file of raw logs to pick up.")],
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    day: Annotated[str | None, typer.Option(help="Re-run (backfill) this day.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Say what would happen; write nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Promote even if the gate refuses.")] = False,
+    log_json: Annotated[bool, typer.Option(help="Log JSON lines on stderr.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """One scheduled retraining cycle: ingest, serve, train, judge, promote through the gate.
+
+    Exit codes: 0 done or nothing new, 2 bad input, 3 locked, 4 gate refused, 1 internal error.
+    Example (cron): reloop run --spec pipelines/sample.toml --logs /data/clicks/ -w /srv/reloop
+    """
+    from reloop_cli.cycle import plan_cycle, run_cycle
+    from reloop_cli.errors import EXIT_GATE_REFUSED
+    from reloop_cli.registry import Registry
+    from reloop_cli.report import write_report
+    from reloop_cli.spec import load_spec
+
+    _setup_logging(log_json)
+    ws = Workspace(workspace)
+    command = " ".join(
+        ["run", f"--logs={logs}"]
+        + ([f"--day={day}"] if day else [])
+        + (["--force"] if force else [])
+    )
+
+    def action():
+        spec = load_spec(spec_path)
+        if dry_run:
+            return plan_cycle(ws, spec, logs, day)
+        with ws.lock(), Registry(ws) as registry:
+            run_id = registry.start_run(command)
+            try:
+                result = run_cycle(ws, registry, spec, logs, day=day, force=force)
+            except BaseException as error:
+                registry.finish_run(run_id, "failed", {"error": str(error)})
+                raise
+            registry.finish_run(run_id, result.outcome, result.to_dict())
+        write_report(ws)
+        return result
+
+    result = run_stage(action)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        out.print(_cycle_summary(result))
+    if result.outcome == "rejected":
+        raise typer.Exit(EXIT_GATE_REFUSED)
+
+
+def _cycle_summary(result) -> str:
+    if result.outcome == "dry-run":
+        return (
+            f"dry run for {result.day}: "
+            + "; ".join(result.plan)
+            + ("\n  " + "\n  ".join(result.new_files) if result.new_files else "")
+        )
+    if result.outcome == "nothing-new":
+        return (
+            f"nothing new: {result.day} already has v{result.candidate}; "
+            f"live is v{result.live_after}"
+        )
+    gate = result.gate or {}
+    cand = gate.get("candidate", {})
+    text = (
+        f"{result.day}: candidate v{result.candidate} holdout AUC {fmt(cand.get('auc'))} "
+        f"Logloss {fmt(cand.get('logloss'))}"
+    )
+    if gate.get("live"):
+        text += (
+            f" vs live v{result.live_before} AUC {fmt(gate['live']['auc'])} "
+            f"Logloss {fmt(gate['live']['logloss'])}"
+        )
+    elif gate.get("first_version"):
+        text += " (first version: absolute thresholds only)"
+    verdict = {
+        "promoted": "promoted" + (" (FORCED past the gate)" if gate.get("forced") else ""),
+        "rejected": "rejected: " + "; ".join(gate.get("reasons", [])),
+    }[result.outcome]
+    return f"{text} -> {verdict}"
+
+
+@app.command("report", rich_help_panel=PANEL)
+def report_command(
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file; default reports/report.html.")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page: per-day curves per arm, lift, calibration, versions.
+
+    Example: reloop report --out report.html
+    """
+    from reloop_cli.report import write_report
+
+    ws = Workspace(workspace)
+    path = run_stage(lambda: write_report(ws, out_file))
+    out.print(f"report written to {path}")
+
+
+@app.command("export", rich_help_panel=PANEL)
+def export_command(
+    version: Annotated[int, typer.Option("--version", "-v", help="Version to export.")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="torchscript or onnx.")] = "torchscript",
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a version for serving outside reloop (input indices -> pCTR), with its feature map.
+
+    Example: reloop export --version 3 --format torchscript --out model.pt
+    """
+    from reloop_cli.export import export_version
+
+    ws = Workspace(workspace)
+    result = run_stage(lambda: export_version(ws, version, fmt, out_file))
+    if as_json:
+        emit_json(result.__dict__)
+    else:
+        out.print(f"v{version} exported as {fmt} to {result.path} (feature map {result.features})")
+
+
+@app.command("status", rich_help_panel=PANEL)
+def status_command(
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """The live version, the last runs, and every version with its gate metrics.
+
+    Example: reloop status -w /srv/reloop
+    """
+    from reloop_cli.promotion import status
+    from reloop_cli.registry import Registry
+
+    ws = Workspace(workspace)
+
+    def action():
+        from reloop_cli.errors import BadInput
+
+        if not ws.registry_path.exists():
+            raise BadInput(f"{ws.root}: no registry yet; run `reloop run` or `reloop train` first")
+        with Registry(ws) as registry:
+            return status(registry, runs=runs)
+
+    report = run_stage(action)
+    if as_json:
+        emit_json(report)
+        return
+    out.print(f"live version: {'v' + str(report['live']) if report['live'] else 'none'}")
+    table = Table(
+        "version",
+        "day",
+        "parent",
+        "loss",
+        "status",
+        "holdout AUC",
+        "holdout Logloss",
+        title="versions (chain main)",
+    )
+    for v in report["versions"]:
+        table.add_row(
+            f"v{v['version']}",
+            v["day"],
+            f"v{v['parent']}" if v["parent"] else "-",
+            v["loss"],
+            v["status"],
+            fmt(v["holdout_auc"]),
+            fmt(v["holdout_logloss"]),
+        )
+    out.print(table)
+    runs_table = Table("run", "started", "ended", "outcome", "command", title="recent runs")
+    for r in report["runs"]:
+        runs_table.add_row(
+            str(r["id"]), r["started"], r["ended"] or "-", r["outcome"], r["command"]
+        )
+    out.print(runs_table)
+
+
+@app.command("promote", rich_help_panel=PANEL)
+def promote_command(
+    version: Annotated[int, typer.Argument(help="Version to make live.")],
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+) -> None:
+    """Make a version live by hand, overriding the gate (recorded as a manual promotion).
+
+    Example: reloop promote 7
+    """
+    from reloop_cli.promotion import promote_version
+    from reloop_cli.registry import Registry
+
+    ws = Workspace(workspace)
+
+    def action():
+        with ws.lock(), Registry(ws) as registry:
+            return promote_version(registry, version)
+
+    previous = run_stage(action)
+    out.print(
+        f"v{version} is live (was {'v' + str(previous) if previous else 'none'}); "
+        "recorded as a manual promotion"
+    )
+
+
+@app.command("rollback", rich_help_panel=PANEL)
+def rollback_command(workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE)) -> None:
+    """Put back the version that was live before the current one (recorded as a rollback).
+
+    Example: reloop rollback
+    """
+    from reloop_cli.promotion import rollback
+    from reloop_cli.registry import Registry
+
+    ws = Workspace(workspace)
+
+    def action():
+        with ws.lock(), Registry(ws) as registry:
+            return rollback(registry)
+
+    current, target = run_stage(action)
+    out.print(f"rolled back: v{target} is live again (v{current} marked rejected)")
