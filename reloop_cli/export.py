@@ -1,8 +1,9 @@
 """`reloop export`: a version as a TorchScript (or ONNX) file for serving outside reloop.
 
 The exported program takes (categorical int64 [B, Fc], dense float32 [B, Fd]) and returns the
-click probability [B]. (In ONNX, a model without dense fields has no `dense` input.) A sidecar `<FILE>.features.json` holds what turns raw values into those
-inputs: field order, the vocabulary rows the version knows, and the numeric transform.
+click probability [B]; in ONNX, a model without dense fields has no `dense` input. A sidecar
+`<FILE>.features.json` holds what turns raw values into those inputs: field order, the
+vocabulary rows the version knows, and the numeric transform.
 """
 
 from __future__ import annotations

@@ -231,12 +231,17 @@ def ingest(
     *,
     days: int | None = None,
     start_date: str | None = None,
+    jobs: int = 1,
 ) -> IngestResult:
     """Validate and write the given files into the workspace; call under the workspace lock.
 
     Logs with a time column are keyed file by file; logs without one are split, in the order
-    given, into `days` consecutive pseudo-days from `start_date`, and keyed as one batch.
+    given, into `days` consecutive pseudo-days from `start_date`, and keyed as one batch. With
+    `jobs` > 1, batches are read and validated in parallel processes (joblib); what is written,
+    and in which order, is the same as with one.
     """
+    if jobs < 1:
+        raise BadInput(f"--jobs: {jobs} must be >= 1")
     if not files:
         raise BadInput("ingest: no input files given")
     for name in (*spec.data.feature_fields,):
@@ -252,7 +257,7 @@ def ingest(
     paths = [Path(f) for f in files]
     groups = [[p] for p in paths] if spec.data.time_column else [paths]
     result = IngestResult(files=[str(p) for p in paths])
-    loaded = []
+    pending = []
     for group in groups:
         for path in group:
             if not path.is_file():
@@ -261,7 +266,16 @@ def ingest(
         if manifest_path(ws, key).exists():
             result.skipped.extend(str(p) for p in group)
             continue
-        loaded.append((key, load_files(group, spec, days, start)))
+        pending.append((key, group))
+    if jobs > 1 and len(pending) > 1:
+        from joblib import Parallel, delayed
+
+        frames = Parallel(n_jobs=jobs)(
+            delayed(load_files)(group, spec, days, start) for _, group in pending
+        )
+    else:
+        frames = [load_files(group, spec, days, start) for _, group in pending]
+    loaded = [(key, frame) for (key, _), frame in zip(pending, frames, strict=True)]
     for key, batch in loaded:  # all files validated: only now touch the workspace
         _write_batch(ws, key, batch, result)
     return result

@@ -192,3 +192,15 @@ def test_avazu_style_csv_is_dated_by_its_hour_column(ws, tmp_path):
     path.write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n")
     result = ingest(ws, spec, [path])
     assert result.rows_per_day == {"2014-10-21": 30, "2014-10-22": 10}
+
+
+def test_parallel_ingest_writes_the_same_files_as_serial(tmp_path, tiny_logs, sample_spec):
+    from reloop_cli.workspace import Workspace
+
+    serial, parallel = Workspace(tmp_path / "serial"), Workspace(tmp_path / "parallel")
+    ingest(serial, sample_spec, tiny_logs, jobs=1)
+    ingest(parallel, sample_spec, tiny_logs, jobs=2)
+    files = sorted(p.relative_to(serial.root) for p in serial.logs.rglob("*.parquet"))
+    assert files == sorted(p.relative_to(parallel.root) for p in parallel.logs.rglob("*.parquet"))
+    for name in files:
+        assert pl.read_parquet(serial.root / name).equals(pl.read_parquet(parallel.root / name))

@@ -89,6 +89,7 @@ def ingest(
         int | None, typer.Option(help="Split logs without a time column into N pseudo-days.")
     ] = None,
     start_date: Annotated[str | None, typer.Option(help="First pseudo-day.")] = None,
+    jobs: Annotated[int, typer.Option(help="Parallel processes, one file at a time each.")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate raw logs and store them as Parquet partitioned by day.
@@ -104,7 +105,9 @@ def ingest(
     def action():
         spec = load_spec(spec_path)
         with ws.lock():
-            result = ingest_files(ws, spec, list(files), days=days, start_date=start_date)
+            result = ingest_files(
+                ws, spec, list(files), days=days, start_date=start_date, jobs=jobs
+            )
             remember_spec(ws, spec)
             return result
 
