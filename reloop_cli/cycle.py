@@ -112,8 +112,11 @@ def _holdout_metrics(ws: Workspace, spec: Spec, version: int, day: str) -> dict:
     return summarise(labels[LABEL].to_numpy(), labels["pctr"].to_numpy())
 
 
-def plan_cycle(ws: Workspace, spec: Spec, logs: str, day: str | None) -> CycleResult:
-    """What a cycle would do; reads, validates the new files, writes nothing."""
+def plan_cycle(
+    ws: Workspace, spec: Spec, logs: str, day: str | None, describe: bool = True
+) -> CycleResult:
+    """What a cycle would do; reads, validates the new files, writes nothing. `describe` adds
+    the training and promotion steps to the plan (for --dry-run)."""
     if not spec.data.time_column:
         raise BadInput(f"{spec.source}: `reloop run` needs data.time_column to date new logs")
     files = discover(logs)
@@ -132,7 +135,38 @@ def plan_cycle(ws: Workspace, spec: Spec, logs: str, day: str | None) -> CycleRe
         raise BadInput(f"{logs}: no rows to train on")
     result = CycleResult(outcome="dry-run", day=target, new_files=[str(f) for f in new])
     result.plan.append(f"ingest {len(new)} new file(s)" if new else "no new files")
+    if describe:
+        result.plan += _plan_training(ws, spec, target, sorted(days))
     return result
+
+
+def _plan_training(ws: Workspace, spec: Spec, target: str, days: list[str]) -> list[str]:
+    """The rest of the plan, read from a snapshot of the registry (never created here)."""
+    versions, live = Registry.snapshot(ws, CHAIN)
+    existing = [v for v in versions if v["day"] == target]
+    if existing and existing[-1]["status"] != "candidate":
+        return [
+            f"{target} already has v{existing[-1]['version']} "
+            f"({existing[-1]['status']}): nothing to train"
+        ]
+    window = [d for d in days if d <= target][-spec.train.window_days :]
+    steps = []
+    if live is not None:
+        steps.append(f"live v{live} serves {target} (its scores become ỹ_last)")
+    loss = spec.train.loss if live is not None else "bce"
+    if existing:
+        steps.append(f"judge the undecided candidate v{existing[-1]['version']}")
+    else:
+        steps.append(
+            f"train a candidate ({loss}, parent {f'v{live}' if live else 'none'}) on "
+            f"{window[0]}..{window[-1]}, holding out "
+            f"{spec.gate.holdout_fraction:.0%} of {target}"
+        )
+    steps.append(
+        "promote it if the gate passes"
+        + (" (first version: absolute thresholds only)" if live is None else f" against v{live}")
+    )
+    return steps
 
 
 def run_cycle(
@@ -145,7 +179,7 @@ def run_cycle(
     force: bool = False,
 ) -> CycleResult:
     """One cycle; call under the workspace lock."""
-    result = plan_cycle(ws, spec, logs, day)
+    result = plan_cycle(ws, spec, logs, day, describe=False)
     result.outcome, result.forced = "nothing-new", force
     if result.new_files:
         ingested: IngestResult = ingest(ws, spec, [Path(f) for f in result.new_files])

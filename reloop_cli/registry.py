@@ -76,6 +76,31 @@ class Registry:
         self.db.executescript(_SCHEMA)
         self.sync()
 
+    @staticmethod
+    def snapshot(workspace: Workspace, chain: str) -> tuple[list[dict[str, Any]], int | None]:
+        """(versions of `chain` as (version, day, status) dicts, live version), read without
+        creating or changing anything; empty where there is no registry yet."""
+        if not workspace.registry_path.exists():
+            return [], None
+        path = workspace.registry_path
+        # With no -wal file the database file is complete and is read as it stands; with one (a
+        # writer is open, or died), SQLite's read-only mode reads it through the existing -shm.
+        wal = path.with_name(path.name + "-wal").exists()
+        db = sqlite3.connect(f"file:{path}?mode=ro" + ("" if wal else "&immutable=1"), uri=True)
+        try:
+            rows = db.execute(
+                "SELECT version, day, status FROM versions WHERE chain = ? ORDER BY version",
+                (chain,),
+            ).fetchall()
+            live = db.execute(
+                "SELECT version FROM live_history WHERE chain = ? ORDER BY id DESC LIMIT 1",
+                (chain,),
+            ).fetchone()
+        finally:
+            db.close()
+        versions = [{"version": v, "day": d, "status": st} for v, d, st in rows]
+        return versions, live[0] if live else None
+
     def close(self) -> None:
         self.db.close()
 

@@ -224,3 +224,23 @@ def test_a_day_with_too_many_bad_rows_fails_without_promoting(tmp_path, tiny_log
     assert result.returncode == EXIT_BAD_INPUT
     assert "label '5' is not 0 or 1" in result.stderr
     assert state(ws)["live"] == 1 and len(state(ws)["versions"]) == 1
+
+
+def test_dry_run_on_a_live_workspace_plans_the_cycle_and_touches_nothing(
+    uninterrupted, tmp_path, tiny_logs
+):
+    ws = tmp_path / "ws"
+    shutil.copytree(uninterrupted, ws)
+    feed = Feed(tiny_logs, tmp_path / "drop")
+    feed.arrive(4)
+
+    def files() -> dict:
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in ws.rglob("*")}
+
+    before = files()
+    result = cycle(ws, write_spec(tmp_path, "spec"), feed, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "ingest 1 new file(s)" in result.stdout
+    assert "live v2 serves 2024-01-04" in result.stdout
+    assert "train a candidate (reloop, parent v2) on 2024-01-03..2024-01-04" in result.stdout
+    assert files() == before

@@ -104,11 +104,9 @@ def run_command(
 
 def _cycle_summary(result) -> str:
     if result.outcome == "dry-run":
-        return (
-            f"dry run for {result.day}: "
-            + "; ".join(result.plan)
-            + ("\n  " + "\n  ".join(result.new_files) if result.new_files else "")
-        )
+        files = "".join(f"\n    {name}" for name in result.new_files)
+        steps = "".join(f"\n  - {step}" for step in result.plan)
+        return f"dry run for {result.day} (nothing written):{steps}{files}"
     if result.outcome == "nothing-new":
         return (
             f"nothing new: {result.day} already has v{result.candidate}; "
