@@ -42,6 +42,14 @@ SpecOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DayOpt = Annotated[str, typer.Option("--day", "-d", help="Day, YYYY-MM-DD.")]
+MlflowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow",
+        envvar="RELOOP_MLFLOW_URI",
+        help="Also track in MLflow at this URI, e.g. sqlite:///mlflow.db (needs reloop[mlflow]).",
+    ),
+]
 DeviceOpt = Annotated[
     str | None, typer.Option(help="cpu, cuda or auto (a GPU when one is visible).")
 ]

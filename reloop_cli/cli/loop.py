@@ -11,6 +11,7 @@ from rich.table import Table
 from reloop_cli.cli.common import (
     DeviceOpt,
     JsonOpt,
+    MlflowOpt,
     SpecOpt,
     WorkspaceOpt,
     _clean,
@@ -43,6 +44,7 @@ def simulate(
     alpha: Annotated[float | None, typer.Option(help="Override the spec's alpha.")] = None,
     model: Annotated[str | None, typer.Option(help="Override the spec's model.")] = None,
     device: DeviceOpt = None,
+    mlflow: MlflowOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the retraining loop day by day, baseline vs KD vs ReLoop side by side.
@@ -84,6 +86,10 @@ def simulate(
                 result = run_simulation(ws, registry, spec, days, chosen, on_step=note)
             save_simulation(ws, _clean(result.to_dict()))
             report = write_report(ws)
+            if mlflow:
+                from reloop_cli.tracking import track_simulation
+
+                track_simulation(mlflow, ws, spec, result)
             return result, report
 
     result, report = run_stage(action)

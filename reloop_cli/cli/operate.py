@@ -14,6 +14,7 @@ from rich.table import Table
 
 from reloop_cli.cli.common import (
     JsonOpt,
+    MlflowOpt,
     WorkspaceOpt,
     app,
     emit_json,
@@ -57,6 +58,7 @@ def run_command(
     dry_run: Annotated[bool, typer.Option(help="Say what would happen; write nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Promote even if the gate refuses.")] = False,
     log_json: Annotated[bool, typer.Option(help="Log JSON lines on stderr.")] = False,
+    mlflow: MlflowOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """One scheduled retraining cycle: ingest, serve, train, judge, promote through the gate.
@@ -91,6 +93,10 @@ def run_command(
                 raise
             registry.finish_run(run_id, result.outcome, result.to_dict())
         write_report(ws)
+        if mlflow:
+            from reloop_cli.tracking import track_cycle
+
+            track_cycle(mlflow, ws, spec, result)
         return result
 
     result = run_stage(action)
