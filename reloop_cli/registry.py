@@ -175,12 +175,6 @@ class Registry:
             out.append(entry)
         return out
 
-    def status_of(self, version: int) -> str | None:
-        row = self.db.execute(
-            "SELECT status FROM versions WHERE version = ?", (version,)
-        ).fetchone()
-        return row[0] if row else None
-
     def decide(self, version: int, status: str, decision: dict[str, Any]) -> None:
         """Record the gate's (or a person's) verdict on a candidate."""
         with self.db:
