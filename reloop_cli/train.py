@@ -190,9 +190,10 @@ def train_version(
     loss = spec.train.loss if parent is not None else "bce"
     window = window_for(ws, day, spec.train.window_days)
     rows = training_rows(ws, registry, spec, window, parent, loss, chain)
+    logs = ws.scan_logs(window)  # the vocabulary needs raw values only, not the ỹ_last join
     if exclude is not None:  # e.g. the newest day's holdout slice that judges this version
-        rows = rows.filter(~exclude)
-    vocab = grow_vocab(ws, spec, rows, save=distributed.is_main())
+        rows, logs = rows.filter(~exclude), logs.filter(~exclude)
+    vocab = grow_vocab(ws, spec, logs, save=distributed.is_main())
     sizes = vocab_sizes(vocab, spec)
     y_last_column = Y_LAST if loss != "bce" else None
     columns = [*categorical_fields(spec), *dense_fields(spec), LABEL, IMPRESSION_ID]
