@@ -185,7 +185,9 @@ def test_gate_refusal_keeps_the_old_version_serving_and_force_overrides(tmp_path
 def test_rollback_and_manual_promote_are_recorded(uninterrupted, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(uninterrupted, ws)
-    assert reloop("rollback", "-w", str(ws)).returncode == 0
+    rolled = reloop("rollback", "-w", str(ws), "--json")
+    assert rolled.returncode == 0
+    assert json.loads(rolled.stdout) == {"live": 1, "rolled_back": 2, "reason": "rollback"}
     assert state(ws)["live"] == 1
     assert reloop("promote", "2", "-w", str(ws)).returncode == 0
     report = json.loads(reloop("status", "-w", str(ws), "--json").stdout)

@@ -144,6 +144,7 @@ def report_command(
     out_file: Annotated[
         Path | None, typer.Option("--out", "-o", help="HTML file; default reports/report.html.")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write one self-contained HTML page: per-day curves per arm, lift, calibration, versions.
 
@@ -153,6 +154,9 @@ def report_command(
 
     ws = Workspace(workspace)
     path = run_stage(lambda: write_report(ws, out_file))
+    if as_json:
+        emit_json({"report": str(path)})
+        return
     out.print(f"report written to {path}")
 
 
@@ -239,6 +243,7 @@ def status_command(
 def promote_command(
     version: Annotated[int, typer.Argument(help="Version to make live.")],
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    as_json: JsonOpt = False,
 ) -> None:
     """Make a version live by hand, overriding the gate (recorded as a manual promotion).
 
@@ -254,6 +259,9 @@ def promote_command(
             return promote_version(registry, version)
 
     previous = run_stage(action)
+    if as_json:
+        emit_json({"live": version, "replaced": previous, "reason": "manual promote"})
+        return
     out.print(
         f"v{version} is live (was {'v' + str(previous) if previous else 'none'}); "
         "recorded as a manual promotion"
@@ -261,7 +269,9 @@ def promote_command(
 
 
 @app.command("rollback", rich_help_panel=PANEL)
-def rollback_command(workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE)) -> None:
+def rollback_command(
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE), as_json: JsonOpt = False
+) -> None:
     """Put back the version that was live before the current one (recorded as a rollback).
 
     Example: reloop rollback
@@ -276,4 +286,7 @@ def rollback_command(workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE)) -> None:
             return rollback(registry)
 
     current, target = run_stage(action)
+    if as_json:
+        emit_json({"live": target, "rolled_back": current, "reason": "rollback"})
+        return
     out.print(f"rolled back: v{target} is live again (v{current} marked rejected)")
