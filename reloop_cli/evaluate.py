@@ -30,17 +30,24 @@ class EvalResult:
         return asdict(self)
 
 
-def evaluate_day(ws: Workspace, registry: Registry, version: int, day: str) -> EvalResult:
-    """Score (if not yet scored) and measure one day; the metrics go to the registry too."""
-    score_day(ws, version, day)
+def labelled_scores(ws: Workspace, version: int, day: str) -> pl.DataFrame:
+    """A version's stored scores for a day beside the logged labels (and the oracle, if the logs
+    carry one), joined on impression id."""
     logs = ws.scan_logs([day])
     has_oracle = ORACLE in logs.collect_schema().names()
     columns = [IMPRESSION_ID, LABEL, *([ORACLE] if has_oracle else [])]
-    joined = (
+    return (
         logs.select(columns)
         .join(ws.scan_scores(version, day), on=IMPRESSION_ID, how="inner")
         .collect()
     )
+
+
+def evaluate_day(ws: Workspace, registry: Registry, version: int, day: str) -> EvalResult:
+    """Score (if not yet scored) and measure one day; the metrics go to the registry too."""
+    score_day(ws, version, day)
+    joined = labelled_scores(ws, version, day)
+    has_oracle = ORACLE in joined.columns
     label = joined[LABEL].cast(pl.Float64).to_numpy()
     pctr = joined["pctr"].cast(pl.Float64).to_numpy()
     metrics = summarise(label, pctr)

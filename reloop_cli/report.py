@@ -20,7 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from reloop_cli.ingest import IMPRESSION_ID, LABEL
+from reloop_cli.evaluate import labelled_scores
+from reloop_cli.ingest import LABEL
 from reloop_cli.metrics import calibration_buckets
 from reloop_cli.registry import Registry
 from reloop_cli.workspace import Workspace
@@ -104,12 +105,7 @@ def _calibration_plot(ws: Workspace, sim: dict) -> str | None:
         last = entry["days"][-1]
         if not ws.has_scores(last["version"], last["day"]):
             continue
-        joined = (
-            ws.scan_logs([last["day"]])
-            .select(IMPRESSION_ID, LABEL)
-            .join(ws.scan_scores(last["version"], last["day"]), on=IMPRESSION_ID)
-            .collect()
-        )
+        joined = labelled_scores(ws, last["version"], last["day"])
         buckets = calibration_buckets(joined[LABEL].to_numpy(), joined["pctr"].to_numpy())
         axis.plot(
             [b["mean_pctr"] for b in buckets],
