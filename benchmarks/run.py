@@ -1,14 +1,16 @@
 """`python -m benchmarks [--quick]`: speed figures measured side by side in one run.
 
 Prints one line per figure with its ratio to the reference measured in the same run:
-1. DeepFM training throughput (rows/s), reloop's loop vs a plain-PyTorch reference loop;
+1. DeepFM training throughput (rows/s), reloop's loop vs a plain-PyTorch reference loop (the
+   same network with torch's own `nn.Dropout`);
 2. the same as a fraction of this machine's matmul FLOP/s;
 3. the reloop loss's training cost over bce (same model, data, seed);
 4. ingest (CSV -> day-partitioned Parquet) and the ỹ_last window join, rows/s;
 5. scoring throughput, rows/s.
 Training and scoring use random rows with Frappe's ten field sizes (69,265 rows: the training
-part of its 8:1:1 split). The FuxiCTR side of issue 5 is not measured here yet (it needs its own
-virtual environment), nor is the 30-day scale run.
+part of its 8:1:1 split); ingest and the join run on a 10M-row synthetic log. FuxiCTR side by
+side is `python -m benchmarks.versus_fuxictr` (it needs its own virtual environment), and the
+30-day scale run with its memory is `python -m benchmarks.scale`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from reloop_cli.features import TensorTable
 from reloop_cli.fitting import train_epoch
 from reloop_cli.ingest import ingest
 from reloop_cli.models import build_model
+from reloop_cli.models.dropout import Dropout
 from reloop_cli.score import predict
 from reloop_cli.spec import ModelSpec, TrainSpec, spec_from_dict
 from reloop_cli.workspace import Workspace
@@ -49,6 +52,15 @@ def timed(fn, repeat: int = 1) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def with_torch_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """The same network as a user would write it, with `nn.Dropout` in place of reloop's."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, Dropout):
+                setattr(module, name, torch.nn.Dropout(child.p))
+    return model
 
 
 def reference_epoch(model: torch.nn.Module, table: TensorTable, batch: int) -> None:
@@ -109,7 +121,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for _ in range(1 if args.quick else 3):
         best["bce"] = min(best["bce"], timed(lambda: epoch("bce", 0.0)))
         best["reloop"] = min(best["reloop"], timed(lambda: epoch("reloop", 0.5)))
-        best["plain"] = min(best["plain"], timed(lambda: reference_epoch(fresh(), table, 1024)))
+        plain = timed(lambda: reference_epoch(with_torch_dropout(fresh()), table, 1024))
+        best["plain"] = min(best["plain"], plain)
     ours, ref, reloop_time = best["bce"], best["plain"], best["reloop"]
     figures["train_rows_per_s"] = rows / ours
     print(
@@ -132,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
 
     with tempfile.TemporaryDirectory() as tmp:
-        n = 20_000 if args.quick else 1_000_000
+        n = 20_000 if args.quick else 10_000_000
         rng = np.random.default_rng(0)
         csv = Path(tmp) / "log.csv"
         pl.DataFrame(

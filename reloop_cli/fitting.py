@@ -12,6 +12,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -149,12 +150,20 @@ def fit(
     for epoch in range(1, settings.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         crash_point(f"fit-rank{distributed.rank()}")
+        started = time.perf_counter()
         with trained.join() if distributed.is_distributed() else contextlib.nullcontext():
             mean_loss, rows = train_epoch(
                 trained, train, settings, optimizer, loss, alpha, generator
             )
+        seconds = time.perf_counter() - started
         rows = distributed.total(rows)
-        entry = {"epoch": epoch, "loss": mean_loss, "rows": rows, "lr": lr}
+        entry = {
+            "epoch": epoch,
+            "loss": mean_loss,
+            "rows": rows,
+            "lr": lr,
+            "train_seconds": seconds,
+        }
         if valid is None:
             result.history.append(entry)
             result.best_epoch = epoch

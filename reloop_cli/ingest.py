@@ -6,12 +6,18 @@ that are refused within the allowance go to rejects/ with their reason.
 
 Ingest is idempotent: each batch is keyed by the content of its files (and the spec's data
 section), and a key already in logs/_manifest/ is skipped.
+
+Memory holds one batch at a time (a file, for logs with a time column): each validated batch is
+written to a staging folder at once, and only when every batch has passed are the staged files
+moved into place, so a month of backlog ingests in the memory of its largest file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -203,25 +209,62 @@ def _load_one(path: Path, spec: Spec) -> pl.DataFrame:
     return frame.with_columns(pl.lit(str(path)).alias("_file"))
 
 
-def _write_batch(ws: Workspace, key: str, batch: pl.DataFrame, result: IngestResult) -> None:
+@dataclass
+class _StagedBatch:
+    """A validated batch written under the staging folder, with where each file belongs."""
+
+    key: str
+    files: list[str]
+    moves: list[tuple[Path, Path]]  # staged file -> its place in the workspace
+    rows_per_day: dict[str, int]
+    rows: int
+    rejected: int
+
+
+def _stage_batch(
+    ws: Workspace,
+    staging: Path,
+    key: str,
+    group: list[Path],
+    spec: Spec,
+    days: int | None,
+    start: str,
+) -> _StagedBatch:
+    """Read and validate one batch and write its day parts under `staging`; raises if bad."""
+    batch = load_files(group, spec, days, start)
     good = batch.filter(pl.col(REASON).is_null()).drop(REASON, "_file", ROW)
     bad = batch.filter(pl.col(REASON).is_not_null())
+    moves, rows_per_day = [], {}
     for (day,), part in good.partition_by("day", as_dict=True, maintain_order=True).items():
-        ws.write_parquet(part.drop("day"), ws.log_dir(day) / f"part-{key}.parquet")
-        result.rows_per_day[day] = result.rows_per_day.get(day, 0) + part.height
+        staged = staging / key / f"logs-{day}.parquet"
+        ws.write_parquet(part.drop("day"), staged)
+        moves.append((staged, ws.log_dir(day) / f"part-{key}.parquet"))
+        rows_per_day[day] = part.height
     for (day,), part in bad.partition_by("day", as_dict=True, maintain_order=True).items():
-        target = ws.rejects / f"day={day}" / f"part-{key}.parquet"
-        ws.write_parquet(part.rename({"_file": "source_file", ROW: "source_row"}), target)
-    crash_point("ingest")  # day files written, manifest not yet: a rerun rewrites the same files
-    result.rows += good.height
-    result.rejected += bad.height
+        staged = staging / key / f"rejects-{day}.parquet"
+        ws.write_parquet(part.rename({"_file": "source_file", ROW: "source_row"}), staged)
+        moves.append((staged, ws.rejects / f"day={day}" / f"part-{key}.parquet"))
+    files = sorted(set(batch["_file"]))
+    return _StagedBatch(key, files, moves, rows_per_day, good.height, bad.height)
+
+
+def _commit_batch(ws: Workspace, batch: _StagedBatch, result: IngestResult) -> None:
+    """Move a staged batch into place, then write its manifest (which marks it done)."""
+    for staged, target in batch.moves:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+    crash_point("ingest")  # day files in place, manifest not yet: a rerun rewrites the same files
+    for day, rows in batch.rows_per_day.items():
+        result.rows_per_day[day] = result.rows_per_day.get(day, 0) + rows
+    result.rows += batch.rows
+    result.rejected += batch.rejected
     manifest = {
-        "key": key,
-        "files": sorted(set(batch["_file"])),
-        "rows": good.height,
-        "rejected": bad.height,
+        "key": batch.key,
+        "files": batch.files,
+        "rows": batch.rows,
+        "rejected": batch.rejected,
     }
-    ws.write_json(manifest, manifest_path(ws, key))
+    ws.write_json(manifest, manifest_path(ws, batch.key))
 
 
 def ingest(
@@ -267,15 +310,23 @@ def ingest(
             result.skipped.extend(str(p) for p in group)
             continue
         pending.append((key, group))
-    if jobs > 1 and len(pending) > 1:
-        from joblib import Parallel, delayed
+    if not pending:
+        return result
+    staging = ws.staging_dir(ws.logs)
+    try:
+        if jobs > 1 and len(pending) > 1:
+            from joblib import Parallel, delayed
 
-        frames = Parallel(n_jobs=jobs)(
-            delayed(load_files)(group, spec, days, start) for _, group in pending
-        )
-    else:
-        frames = [load_files(group, spec, days, start) for _, group in pending]
-    loaded = [(key, frame) for (key, _), frame in zip(pending, frames, strict=True)]
-    for key, batch in loaded:  # all files validated: only now touch the workspace
-        _write_batch(ws, key, batch, result)
+            staged = Parallel(n_jobs=jobs)(
+                delayed(_stage_batch)(ws, staging, key, group, spec, days, start)
+                for key, group in pending
+            )
+        else:
+            staged = [
+                _stage_batch(ws, staging, key, group, spec, days, start) for key, group in pending
+            ]
+        for batch in staged:  # all files validated: only now touch the workspace
+            _commit_batch(ws, batch, result)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return result

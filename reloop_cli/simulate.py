@@ -8,6 +8,7 @@ version on the window ending that day, with its own loss and its own parent's pr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,7 +28,8 @@ def chain_of(arm: str) -> str:
 
 @dataclass
 class ArmResult:
-    days: list[dict] = field(default_factory=list)  # {"day", "version", "auc", "logloss", ...}
+    # {"day", "version", "auc", "logloss", ..., "seconds"}: seconds = serve + evaluate + train
+    days: list[dict] = field(default_factory=list)
 
     @property
     def mean_auc(self) -> float:
@@ -112,13 +114,16 @@ def simulate(
     oracle: list[dict] = []
     for index, day in enumerate(eval_days, start=1):
         for arm in arms:
+            started = time.perf_counter()
             on_step(f"day {index} ({day}): {arm} v{live[arm]} serves and is evaluated")
             ev = evaluate_day(ws, registry, live[arm], day)
             registry.record_served(chain_of(arm), day, live[arm])
-            results[arm].days.append({"day": day, "version": live[arm], **ev.metrics})
+            record = {"day": day, "version": live[arm], **ev.metrics}
+            results[arm].days.append(record)
             if ev.oracle and len(oracle) < index:
                 oracle.append({"day": day, **ev.oracle})
             if index == len(eval_days):
+                record["seconds"] = time.perf_counter() - started
                 continue  # nothing left to evaluate a newer version on
             on_step(f"day {index} ({day}): {arm} trains its next version")
             trained = train_version(
@@ -130,4 +135,5 @@ def simulate(
                 parent=live[arm],
             )
             live[arm] = trained.version
+            record["seconds"] = time.perf_counter() - started
     return SimulateResult(train_day, eval_days, results, oracle or None)

@@ -17,3 +17,26 @@ def test_benchmark_smoke_run_reports_every_figure(capsys):
     }
     assert all(value > 0 for value in figures.values())
     assert "ratio" in capsys.readouterr().out
+
+
+def test_scale_benchmark_smoke_run_reports_days_and_memory(capsys):
+    from benchmarks.scale import main as scale
+
+    figures = scale(["--days", "2", "--rows", "2000"])
+    assert len(figures["seconds_per_day"]) == 2
+    assert figures["simulate_peak_rss_mib"] > 50  # a Python process with torch: not a zero
+    assert 0.5 < figures["mean_auc"] <= 1.0
+    assert "peak RSS" in capsys.readouterr().out
+
+
+def test_fuxictr_comparison_reloop_side_runs_on_the_same_split(tmp_path, frappe_dir):
+    """Only reloop's half (FuxiCTR's needs its own venv): same split files, one epoch."""
+    from benchmarks import versus_fuxictr
+
+    counts = versus_fuxictr.write_split_csvs(tmp_path)
+    assert sum(counts.values()) == 86_582
+    assert versus_fuxictr.reloop_preprocess(tmp_path) > 0
+    ours = versus_fuxictr.reloop_train(tmp_path, epochs=1, emb_reg=0.05)
+    assert ours["train_rows"] == counts["train"]
+    assert len(ours["epoch_train_seconds"]) == 1
+    assert ours["test_auc"] > 0.85

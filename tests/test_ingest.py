@@ -204,3 +204,20 @@ def test_parallel_ingest_writes_the_same_files_as_serial(tmp_path, tiny_logs, sa
     assert files == sorted(p.relative_to(parallel.root) for p in parallel.logs.rglob("*.parquet"))
     for name in files:
         assert pl.read_parquet(serial.root / name).equals(pl.read_parquet(parallel.root / name))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_dated_files_are_staged_so_a_late_bad_file_leaves_nothing(
+    ws, tmp_path, tiny_logs, sample_spec, jobs
+):
+    """Files with a time column are separate batches, each staged on disk as it is validated (so
+    memory holds one file); a bad last file must still leave no day, reject or staging file."""
+    bad = tmp_path / "bad.parquet"
+    pl.read_parquet(tiny_logs[-1]).with_columns(pl.lit(7).alias("click")).write_parquet(bad)
+    with pytest.raises(BadInput, match=r"bad\.parquet"):
+        ingest(ws, sample_spec, [*tiny_logs[:-1], bad], jobs=jobs)
+    assert workspace_files(ws) == []
+    assert not any(ws.root.rglob(".tmp-*"))
+    ingest(ws, sample_spec, tiny_logs, jobs=jobs)
+    assert len(ws.days()) == len(tiny_logs)
+    assert not any(ws.root.rglob(".tmp-*"))

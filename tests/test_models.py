@@ -50,3 +50,23 @@ def test_warm_start_growth_keeps_parent_rows_and_adds_fresh_ones():
     assert torch.equal(new[0:3], old[0:3])  # field 0 kept
     assert torch.equal(new[4:9], old[3:8])  # field 1 kept, at its new offset
     assert not torch.equal(new[3], torch.zeros(4))  # the new value's row is freshly initialised
+
+
+def test_dropout_drops_p_of_units_keeps_the_mean_and_is_seeded():
+    from reloop_cli.models.dropout import Dropout
+
+    layer = Dropout(0.2)
+    x = torch.ones(2_000, 400, requires_grad=True)
+    torch.manual_seed(3)
+    first = layer(x)
+    torch.manual_seed(3)
+    again = layer(x)
+    assert torch.equal(first, again)  # torch.manual_seed decides the mask
+    dropped = (first == 0).float().mean().item()
+    assert abs(dropped - 0.2) < 0.005
+    assert abs(first.mean().item() - 1.0) < 0.01  # inverted dropout keeps the expectation
+    first.sum().backward()
+    assert torch.equal(x.grad, first.detach())  # gradient flows through kept units, scaled
+    assert not torch.equal(layer(x), first)  # a new draw on the next call
+    layer.eval()
+    assert layer(x) is x

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reloop_cli.models.dropout import Dropout
+
 EMBEDDING_INIT_STD = 1e-4  # small-normal: N(0, 1) embeddings stall DeepFM (issue 3's measurement)
 
 
@@ -85,7 +87,7 @@ class MLP(nn.Module):
                 layers.append(nn.BatchNorm1d(width))
             layers.append(nn.ReLU())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             in_dim = width
         if out:
             layers.append(nn.Linear(in_dim, out))
