@@ -109,3 +109,19 @@ def test_served_source_uses_what_each_days_live_version_predicted(loaded, sample
         assert day3[Y_LAST].to_list() == pytest.approx(served["pctr"].to_list())
         # nobody served day 2 in this chain: those rows train with plain BCE
         assert rows.filter(pl.col("day") == "2024-01-02")[Y_LAST].null_count() == 3_000
+
+
+def test_y_last_placed_by_position_equals_the_join_on_ids(loaded, sample_spec):
+    from reloop_cli.train import attach_last
+
+    with Registry(loaded) as registry:
+        version = train_version(loaded, registry, sample_spec, "2024-01-02").version
+    score_day(loaded, version, "2024-01-03")
+    rows = loaded.scan_logs(["2024-01-03"])
+    scores = loaded.scan_scores(version, "2024-01-03")
+    aligned = attach_last(rows, scores).collect()  # same order as the logs: placed by position
+    shuffled = attach_last(rows, scores.collect().sample(fraction=1.0, seed=1).lazy()).collect()
+    assert aligned.equals(shuffled)  # the join on ids gives the very same frame
+    expected = dict(zip(*scores.collect().get_columns(), strict=True))
+    got = dict(zip(aligned[IMPRESSION_ID], aligned[Y_LAST], strict=True))
+    assert got == pytest.approx(expected)
