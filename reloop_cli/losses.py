@@ -20,28 +20,32 @@ def bce_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
 
 def self_correction(prob: torch.Tensor, label: torch.Tensor, y_last: torch.Tensor) -> torch.Tensor:
-    """Per-row L_sc: how far ŷ falls on the wrong side of the parent's prediction."""
-    return label * torch.relu(y_last - prob) + (1 - label) * torch.relu(prob - y_last)
+    """Per-row L_sc: how far ŷ falls on the wrong side of the parent's prediction.
+
+    For labels in {0, 1}, y * max(ỹ_last - ŷ, 0) + (1 - y) * max(ŷ - ỹ_last, 0) is one hinge,
+    max((2y - 1) * (ỹ_last - ŷ), 0): three kernels instead of eight, which matters because a
+    batch's loss is a chain of tiny kernels whose fixed cost would otherwise show in the step."""
+    return torch.relu((2 * label - 1) * (y_last - prob))
 
 
 def kd_loss(
     logits: torch.Tensor, label: torch.Tensor, y_last: torch.Tensor, alpha: float
 ) -> torch.Tensor:
-    has_last = ~torch.isnan(y_last)
-    teacher = torch.where(has_last, y_last, label).detach()
-    distill = F.binary_cross_entropy_with_logits(logits, teacher, reduction="none")
-    plain = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
-    return torch.where(has_last, alpha * distill + (1 - alpha) * plain, plain).mean()
+    """BCE is linear in its target, so alpha * BCE(ŷ, ỹ_last) + (1 - alpha) * BCE(ŷ, y) is
+    BCE(ŷ, alpha * ỹ_last + (1 - alpha) * y): one BCE over a mixed target."""
+    mixed = alpha * y_last + (1 - alpha) * label
+    target = torch.where(torch.isnan(y_last), label, mixed).detach()
+    return F.binary_cross_entropy_with_logits(logits, target)
 
 
 def reloop_loss(
     logits: torch.Tensor, label: torch.Tensor, y_last: torch.Tensor, alpha: float
 ) -> torch.Tensor:
-    has_last = ~torch.isnan(y_last)
-    teacher = torch.nan_to_num(y_last).detach()
-    correction = self_correction(torch.sigmoid(logits), label, teacher)
+    has_last = (~torch.isnan(y_last)).to(logits.dtype)
+    weight = alpha * has_last  # alpha where ỹ_last exists, else 0: plain BCE
+    correction = self_correction(torch.sigmoid(logits), label, torch.nan_to_num(y_last).detach())
     plain = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
-    return torch.where(has_last, alpha * correction + (1 - alpha) * plain, plain).mean()
+    return (plain + weight * (correction - plain)).mean()
 
 
 def training_loss(
