@@ -5,7 +5,8 @@ reloop's seeded split (seed 0) and written as three CSV files. Then, in one run:
 - preprocessing: reloop's ingest (CSV -> validated, day-partitioned Parquet) plus its vocabulary
   and encoding of every row, against FuxiCTR's FeatureProcessor + build_dataset of the same CSVs;
 - training: DeepFM (embedding 10, 400-400-400, batch norm, dropout 0.2, Adam 1e-3, batch 1024,
-  embedding regulariser EMB_REG, early stop on validation AUC with patience 2, reduce-on-plateau)
+  embedding regulariser EMB_REG, gradient norm clipped at 10, early stop on validation AUC with
+  patience 2, reduce-on-plateau)
   in each library, reporting training rows/s inside the epochs, the whole fit's wall time, and
   the test AUC / Logloss each reaches (a speed-up that loses accuracy does not count).
 FuxiCTR runs in its own virtual environment (.bench/fuxictr-venv), made on first use: it needs
@@ -91,7 +92,13 @@ def reloop_preprocess(data: Path) -> float:
 def reloop_train(data: Path, epochs: int, emb_reg: float) -> dict:
     spec = load_spec(REPO / "pipelines" / "frappe.toml")
     spec = spec.override(
-        "train", embedding_l2=emb_reg, epochs=epochs, batch_size=1024, device="cpu", seed=0
+        "train",
+        embedding_l2=emb_reg,
+        epochs=epochs,
+        batch_size=1024,
+        device="cpu",
+        seed=0,
+        max_grad_norm=10.0,  # FuxiCTR's BaseModel.fit clips at 10
     )
     csv = spec_from_dict({"data": {"format": "csv", "label": "label", "categorical": FIELDS}}, "b")
     frames = {

@@ -112,6 +112,8 @@ def train_epoch(
                 )
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
+            if settings.max_grad_norm > 0:  # FuxiCTR clips at 10 by default
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
             optimizer.step()
             total += objective.detach() * len(label)  # stays on the device: no sync per batch
             rows += len(label)

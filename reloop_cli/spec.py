@@ -107,6 +107,7 @@ class TrainSpec:
     patience: int = 2  # epochs without improvement before stopping
     plateau_factor: float = 0.1  # learning rate times this when an epoch does not improve
     min_learning_rate: float = 1e-6
+    max_grad_norm: float = 0.0  # clip the gradient's global norm to this each step; 0 = off
     seed: int = 0
     warm_start: bool = False
     last_source: str = "parent"
@@ -125,6 +126,7 @@ class TrainSpec:
         _check(self.monitor in MONITORS, "train.monitor", f"one of {MONITORS}")
         _check(self.patience >= 1, "train.patience", "must be >= 1")
         _check(0 < self.plateau_factor <= 1, "train.plateau_factor", "must be in (0, 1]")
+        _check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0 = no clipping)")
         _check(self.last_source in LAST_SOURCES, "train.last_source", f"one of {LAST_SOURCES}")
         _check(self.min_count >= 1, "train.min_count", "must be >= 1")
         _check(self.device in DEVICES, "train.device", f"one of {DEVICES}")
