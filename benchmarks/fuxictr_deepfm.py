@@ -26,18 +26,12 @@ from fuxictr.pytorch.layers import FactorizationMachine, FeatureEmbedding, MLP_B
 from fuxictr.pytorch.models import BaseModel
 from fuxictr.pytorch.torch_utils import seed_everything
 
-FIELDS = [
-    "user",
-    "item",
-    "daytime",
-    "weekday",
-    "isweekend",
-    "homework",
-    "cost",
-    "weather",
-    "country",
-    "city",
-]
+
+def feature_names(csv: Path) -> list[str]:
+    """Every column of the parent's CSV but the label, in order (the parent chose them)."""
+    with csv.open() as handle:
+        header = handle.readline().strip().split(",")
+    return [name for name in header if name != "label"]
 
 
 class DeepFM(BaseModel):
@@ -95,7 +89,14 @@ def main(data_dir: Path, result: Path, epochs: int, emb_reg: float) -> None:
     work = data_dir / "fuxictr"
     start = time.perf_counter()
     processor = FeatureProcessor(
-        feature_cols=[{"name": FIELDS, "active": True, "dtype": "str", "type": "categorical"}],
+        feature_cols=[
+            {
+                "name": feature_names(data_dir / "train.csv"),
+                "active": True,
+                "dtype": "str",
+                "type": "categorical",
+            }
+        ],
         label_col={"name": "label", "dtype": "float"},
         dataset_id="frappe_811",
         data_root=str(work),
