@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reloop_cli.errors import BadInput
-from reloop_cli.spec import load_spec
+from reloop_cli.spec import load_spec, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,3 +62,10 @@ def test_a_bad_environment_value_is_named(tmp_path):
         load_spec(path, environ={"RELOOP_TRAIN_ALPHA": "3.0"})
     with pytest.raises(BadInput, match="unknown key 'alpah'"):
         load_spec(path, environ={"RELOOP_TRAIN_ALPAH": "0.3"})
+
+
+def test_negative_gradient_clip_is_refused_naming_the_key():
+    with pytest.raises(BadInput, match=r"train\.max_grad_norm.*must be >= 0"):
+        spec_from_dict(
+            {"data": {"categorical": ["a"]}, "train": {"max_grad_norm": -1.0}}, "clip.toml"
+        )
