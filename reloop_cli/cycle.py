@@ -122,8 +122,8 @@ def plan_cycle(
     files = discover(logs)
     new = [f for f in files if not is_ingested(ws, spec, f)]
     days = set(ws.days())
-    if new:
-        batch = load_files(new, spec, None, spec.data.start_date)
+    for path in new:  # one file at a time: a backlog of days never sits in memory at once
+        batch = load_files([path], spec, None, spec.data.start_date)
         days |= set(batch.filter(pl.col("reject_reason").is_null())["day"].unique())
     if day is not None and day not in days:
         raise BadInput(
