@@ -17,7 +17,9 @@ from reloop_cli.ingest import IMPRESSION_ID
 from reloop_cli.models import CTRModel
 from reloop_cli.workspace import Workspace
 
-SCORE_BATCH = 16384
+# Rows per forward pass when scoring. 4096 keeps a 400-wide layer's activations (6.5 MB) near
+# the cache; 16384 measured slower on the 2-core machine (docs/BENCHMARKS.md).
+SCORE_BATCH = 4096
 
 
 @dataclass
@@ -33,12 +35,14 @@ class ScoreResult:
 
 
 @torch.no_grad()
-def predict(model: CTRModel, categorical: torch.Tensor, dense: torch.Tensor) -> np.ndarray:
+def predict(
+    model: CTRModel, categorical: torch.Tensor, dense: torch.Tensor, batch: int = SCORE_BATCH
+) -> np.ndarray:
     """Click probabilities for encoded rows, in batches, model in eval mode."""
     model.eval()
     out = [
-        torch.sigmoid(model(categorical[i : i + SCORE_BATCH], dense[i : i + SCORE_BATCH]))
-        for i in range(0, categorical.shape[0], SCORE_BATCH)
+        torch.sigmoid(model(categorical[i : i + batch], dense[i : i + batch]))
+        for i in range(0, categorical.shape[0], batch)
     ]
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
