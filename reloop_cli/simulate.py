@@ -122,18 +122,16 @@ def simulate(
             results[arm].days.append(record)
             if ev.oracle and len(oracle) < index:
                 oracle.append({"day": day, **ev.oracle})
-            if index == len(eval_days):
-                record["seconds"] = time.perf_counter() - started
-                continue  # nothing left to evaluate a newer version on
-            on_step(f"day {index} ({day}): {arm} trains its next version")
-            trained = train_version(
-                ws,
-                registry,
-                spec.override("train", loss=arm),
-                day,
-                chain=chain_of(arm),
-                parent=live[arm],
-            )
-            live[arm] = trained.version
+            if index < len(eval_days):  # on the last day no newer day is left to judge it on
+                on_step(f"day {index} ({day}): {arm} trains its next version")
+                trained = train_version(
+                    ws,
+                    registry,
+                    spec.override("train", loss=arm),
+                    day,
+                    chain=chain_of(arm),
+                    parent=live[arm],
+                )
+                live[arm] = trained.version
             record["seconds"] = time.perf_counter() - started
     return SimulateResult(train_day, eval_days, results, oracle or None)
