@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from reloop_cli.features import empty_vocab, encode, extend_vocab, to_tensors, vocab_sizes
+from reloop_cli.features import empty_vocab, encode, extend_vocab, vocab_sizes
 from reloop_cli.fitting import fit, predict_batches
 from reloop_cli.ingest import ingest, load_files
 from reloop_cli.metrics import auc, logloss
 from reloop_cli.models import build_model
-from reloop_cli.reproduce import split_rows
+from reloop_cli.reproduce import encode_splits, split_rows
 from reloop_cli.spec import load_spec, spec_from_dict
 from reloop_cli.workspace import Workspace
 
@@ -39,18 +39,12 @@ REPO = Path(__file__).resolve().parent.parent
 FRAPPE = REPO.parent / "shared" / "data" / "frappe"
 FUXICTR_VENV = REPO / ".bench" / "fuxictr-venv"
 FUXICTR_PACKAGES = ["fuxictr==2.3.10", "polars<2", "ray[data]"]
-FIELDS = [
-    "user",
-    "item",
-    "daytime",
-    "weekday",
-    "isweekend",
-    "homework",
-    "cost",
-    "weather",
-    "country",
-    "city",
-]
+FRAPPE_SPEC = load_spec(REPO / "pipelines" / "frappe.toml")
+FIELDS = list(FRAPPE_SPEC.data.categorical)
+# The split CSVs as reloop reads them: a header line, the label, then the Frappe fields.
+CSV_SPEC = spec_from_dict(
+    {"data": {"format": "csv", "label": "label", "categorical": FIELDS}}, "benchmark"
+)
 
 
 def fuxictr_python() -> Path:
@@ -67,9 +61,8 @@ def fuxictr_python() -> Path:
 
 def write_split_csvs(out: Path) -> dict[str, int]:
     """The 8:1:1 split of reloop's `reproduce` (seed 0), as train/valid/test CSV files."""
-    spec = load_spec(REPO / "pipelines" / "frappe.toml")
     files = [FRAPPE / "frappe.validation.libfm", FRAPPE / "frappe.test.libfm"]
-    parts = split_rows(None, spec, files, (0.8, 0.1, 0.1), 0)  # type: ignore[arg-type]
+    parts = split_rows(None, FRAPPE_SPEC, files, (0.8, 0.1, 0.1), 0)  # type: ignore[arg-type]
     for name, frame in parts.items():
         frame.select("label", *FIELDS).write_csv(out / f"{name}.csv")
     return {name: len(frame) for name, frame in parts.items()}
@@ -77,21 +70,17 @@ def write_split_csvs(out: Path) -> dict[str, int]:
 
 def reloop_preprocess(data: Path) -> float:
     """Seconds for reloop to ingest the three CSVs and encode every row with one vocabulary."""
-    spec = spec_from_dict(
-        {"data": {"format": "csv", "label": "label", "categorical": FIELDS}}, "benchmark"
-    )
     start = time.perf_counter()
     ws = Workspace(data / "reloop-ws")
-    ingest(ws, spec, [data / f"{n}.csv" for n in ("train", "valid", "test")], days=1)
+    ingest(ws, CSV_SPEC, [data / f"{n}.csv" for n in ("train", "valid", "test")], days=1)
     logs = ws.scan_logs(ws.days())
-    vocab = extend_vocab(empty_vocab(), spec, logs)
-    encode(logs, spec, vocab, vocab_sizes(vocab, spec)).collect()
+    vocab = extend_vocab(empty_vocab(), CSV_SPEC, logs)
+    encode(logs, CSV_SPEC, vocab, vocab_sizes(vocab, CSV_SPEC)).collect()
     return time.perf_counter() - start
 
 
 def reloop_train(data: Path, epochs: int, emb_reg: float) -> dict:
-    spec = load_spec(REPO / "pipelines" / "frappe.toml")
-    spec = spec.override(
+    spec = FRAPPE_SPEC.override(
         "train",
         embedding_l2=emb_reg,
         epochs=epochs,
@@ -100,16 +89,11 @@ def reloop_train(data: Path, epochs: int, emb_reg: float) -> dict:
         seed=0,
         max_grad_norm=10.0,  # FuxiCTR's BaseModel.fit clips at 10
     )
-    csv = spec_from_dict({"data": {"format": "csv", "label": "label", "categorical": FIELDS}}, "b")
     frames = {
-        n: load_files([data / f"{n}.csv"], csv, 1, csv.data.start_date)
+        n: load_files([data / f"{n}.csv"], CSV_SPEC, 1, CSV_SPEC.data.start_date)
         for n in ("train", "valid", "test")
     }
-    vocab = extend_vocab(empty_vocab(), csv, frames["train"].lazy())
-    sizes = vocab_sizes(vocab, csv)
-    tables = {
-        n: to_tensors(encode(f.lazy(), csv, vocab, sizes).collect(), csv) for n, f in frames.items()
-    }
+    tables, sizes = encode_splits(frames, CSV_SPEC)  # one vocabulary, from the training rows
     torch.manual_seed(0)
     model = build_model(spec.model, sizes, 0)
     start = time.perf_counter()

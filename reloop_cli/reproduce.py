@@ -142,7 +142,9 @@ def split_rows(
     }
 
 
-def _tables(parts: dict[str, pl.DataFrame], spec: Spec) -> tuple[dict[str, TensorTable], list]:
+def encode_splits(
+    parts: dict[str, pl.DataFrame], spec: Spec
+) -> tuple[dict[str, TensorTable], list[int]]:
     """Encode each split with one vocabulary built from the training rows only."""
     vocab = extend_vocab(empty_vocab(), spec, parts["train"].lazy())
     sizes = vocab_sizes(vocab, spec)
@@ -206,7 +208,7 @@ def reproduce(
     parts = split_rows(ws, spec, files, parse_split(split), split_seed)
     if min(parts["train"].height, parts["test"].height) == 0:
         raise BadInput("reproduce: the split leaves no training or no test rows")
-    tables, sizes = _tables(parts, spec)
+    tables, sizes = encode_splits(parts, spec)
     train, valid, test = tables["train"], tables["valid"], tables["test"]
     seed_list = [spec.train.seed + i for i in range(seeds)]
     arms: list[Arm] = []
