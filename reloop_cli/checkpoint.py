@@ -16,6 +16,7 @@ import torch
 
 from reloop_cli.errors import BadInput
 from reloop_cli.faults import crash_point
+from reloop_cli.features import field_slots
 from reloop_cli.models import CTRModel, build_model
 from reloop_cli.registry import Registry
 from reloop_cli.spec import Spec, spec_from_dict
@@ -57,7 +58,7 @@ def load_version(ws: Workspace, version: int) -> LoadedVersion:
 
     meta = json.loads((folder / META).read_text(encoding="utf-8"))
     spec = spec_from_dict(meta["spec"], f"{folder / META}")
-    model = build_model(spec.model, meta["field_sizes"], meta["n_dense"])
+    model = build_model(spec.model, meta["field_sizes"], meta["n_dense"], field_slots(spec))
     state = torch.load(folder / WEIGHTS, weights_only=True, map_location="cpu")
     model.load_state_dict(state)
     model.eval()

@@ -1,7 +1,9 @@
 """`reloop export`: a version as a TorchScript (or ONNX) file for serving outside reloop.
 
 The exported program takes (categorical int64 [B, Fc], dense float32 [B, Fd]) and returns the
-click probability [B]; in ONNX, a model without dense fields has no `dense` input. A sidecar
+click probability [B]; in ONNX, a model without dense fields has no `dense` input. A multivalued
+field takes `max_values` columns of Fc (its tags' indices, 0 = none), listed per field in the
+sidecar. A sidecar
 `<FILE>.features.json` holds what turns raw values into those inputs: field order, the
 vocabulary rows the version knows, and the numeric transform.
 """
@@ -17,7 +19,7 @@ from torch import nn
 
 from reloop_cli.checkpoint import load_version
 from reloop_cli.errors import BadInput
-from reloop_cli.features import categorical_fields, dense_fields, load_vocab
+from reloop_cli.features import categorical_fields, dense_fields, field_slots, load_vocab
 from reloop_cli.workspace import Workspace
 
 FORMATS = ("torchscript", "onnx")
@@ -42,9 +44,13 @@ class ExportResult:
     features: str
 
 
-def _example_inputs(field_sizes: list[int], n_dense: int) -> tuple[torch.Tensor, torch.Tensor]:
-    categorical = torch.stack([torch.arange(4) % max(s, 1) for s in field_sizes], dim=1)
-    return categorical.reshape(4, len(field_sizes)).long(), torch.zeros(4, n_dense)
+def _example_inputs(
+    field_sizes: list[int], slots: list[int], n_dense: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = zip(field_sizes, slots, strict=True)
+    columns = [torch.arange(4) % max(size, 1) for size, k in pairs for _ in range(k)]
+    categorical = torch.stack(columns, dim=1) if columns else torch.zeros(4, 0)
+    return categorical.reshape(4, sum(slots)).long(), torch.zeros(4, n_dense)
 
 
 def export_version(ws: Workspace, version: int, fmt: str, out: Path) -> ExportResult:
@@ -52,7 +58,8 @@ def export_version(ws: Workspace, version: int, fmt: str, out: Path) -> ExportRe
         raise BadInput(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
     loaded = load_version(ws, version)
     wrapper = Probability(loaded.model).eval()
-    example = _example_inputs(loaded.meta["field_sizes"], loaded.meta["n_dense"])
+    meta = loaded.meta
+    example = _example_inputs(meta["field_sizes"], field_slots(loaded.spec), meta["n_dense"])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}.part")
     if fmt == "torchscript":
@@ -90,6 +97,8 @@ def _feature_map(ws: Workspace, loaded) -> dict:
         fields[name] = dict(zip(rows["value"].to_list(), rows["index"].to_list(), strict=True))
     return {
         "categorical_fields": categorical_fields(spec),
+        "index_columns_per_field": field_slots(spec),
+        "multivalued_fields": list(spec.data.multivalued),
         "dense_fields": dense_fields(spec),
         "out_of_vocabulary_index": 0,
         "numeric_transform": spec.data.numeric_transform,

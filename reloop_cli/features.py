@@ -4,6 +4,10 @@ The vocabulary (features/vocab.parquet: field, value, index) only ever grows: a 
 row forever, so a warm-started version finds the parent's embedding for it on the same row. Row 0
 of every field is the out-of-vocabulary row: a value never seen (or seen after the model was
 trained, beyond the model's size) maps there and scoring never breaks on it.
+
+A multivalued field (a list of tags) shares one vocabulary of its values and becomes
+`data.max_values` index columns: the row's first known values, then 0 as padding. Unknown tags are
+dropped rather than sent to row 0, since the model mean-pools the known ones and skips 0.
 """
 
 from __future__ import annotations
@@ -26,9 +30,16 @@ VOCAB_SCHEMA = {"field": pl.String, "value": pl.String, "index": pl.Int32}
 
 
 def categorical_fields(spec: Spec) -> list[str]:
-    """Fields looked up in an embedding table (bucketised numerics count as categorical)."""
+    """Fields looked up in an embedding table (bucketised numerics count as categorical), in the
+    order of their blocks in the table: single-valued first, multivalued last."""
     bucketised = list(spec.data.numeric) if spec.data.numeric_transform == "bucket" else []
-    return [*spec.data.categorical, *bucketised]
+    return [*spec.data.categorical, *bucketised, *spec.data.multivalued]
+
+
+def field_slots(spec: Spec) -> list[int]:
+    """Index columns per categorical field: 1, or `max_values` for a multivalued field."""
+    multi = set(spec.data.multivalued)
+    return [spec.data.max_values if f in multi else 1 for f in categorical_fields(spec)]
 
 
 def dense_fields(spec: Spec) -> list[str]:
@@ -37,7 +48,10 @@ def dense_fields(spec: Spec) -> list[str]:
 
 
 def _token(spec: Spec, name: str) -> pl.Expr:
-    """The string a raw value is looked up by."""
+    """The string a raw value is looked up by (one row per tag for a multivalued field, which
+    only the vocabulary asks for)."""
+    if name in spec.data.multivalued:
+        return pl.col(name).explode()
     if name in spec.data.categorical:
         return pl.col(name).cast(pl.String).fill_null(NULL_TOKEN)
     # Criteo-style log-square bucketing: small values keep their own bin, large ones share.
@@ -71,6 +85,7 @@ def extend_vocab(vocab: pl.DataFrame, spec: Spec, rows: pl.LazyFrame) -> pl.Data
     for name in categorical_fields(spec):
         counts = (
             rows.select(_token(spec, name).alias("value"))
+            .drop_nulls()
             .group_by("value")
             .len()
             .filter(pl.col("len") >= spec.train.min_count)
@@ -117,6 +132,13 @@ def encode(rows: pl.LazyFrame, spec: Spec, vocab: pl.DataFrame, sizes: list[int]
     exprs = []
     for name, size in zip(categorical_fields(spec), sizes, strict=True):
         table = vocab.filter((pl.col("field") == name) & (pl.col("index") < size))
+        if name in spec.data.multivalued:
+            tag = pl.element().replace_strict(
+                table["value"], table["index"], default=OOV_INDEX, return_dtype=pl.Int32
+            )
+            known = pl.col(name).list.eval(tag.filter(tag != OOV_INDEX))
+            exprs.append(known.list.head(spec.data.max_values).alias(name))
+            continue
         index = _token(spec, name).replace_strict(
             table["value"], table["index"], default=OOV_INDEX, return_dtype=pl.Int32
         )
@@ -129,7 +151,7 @@ def encode(rows: pl.LazyFrame, spec: Spec, vocab: pl.DataFrame, sizes: list[int]
 class TensorTable:
     """Encoded rows as tensors, aligned row for row: ỹ_last travels with its row (NaN = none)."""
 
-    categorical: torch.Tensor  # [rows, categorical fields] int64
+    categorical: torch.Tensor  # [rows, index columns] int64: `field_slots` columns per field
     dense: torch.Tensor  # [rows, dense fields] float32
     label: torch.Tensor  # [rows] float32
     y_last: torch.Tensor  # [rows] float32, NaN where the parent has no prediction
@@ -151,13 +173,18 @@ class TensorTable:
 
 def to_tensors(frame: pl.DataFrame, spec: Spec, y_last_column: str | None = None) -> TensorTable:
     """Turn an encoded frame into a `TensorTable` (one copy, column blocks at a time)."""
+    multi = set(spec.data.multivalued)
     cats, dens = categorical_fields(spec), dense_fields(spec)
+    single = [c for c in cats if c not in multi]
     n = frame.height
     categorical = (
-        frame.select(cats).to_numpy(writable=True).astype(np.int64, copy=False)
-        if cats
+        frame.select(single).to_numpy(writable=True).astype(np.int64, copy=False)
+        if single
         else np.zeros((n, 0), np.int64)
     )
+    if multi:  # the padded tag columns follow the single-valued ones, as the table's blocks do
+        tags = [_padded(frame[c], spec.data.max_values) for c in cats if c in multi]
+        categorical = np.concatenate([categorical, *tags], axis=1)
     dense = (
         frame.select(dens).to_numpy(writable=True).astype(np.float32, copy=False)
         if dens
@@ -176,6 +203,17 @@ def to_tensors(frame: pl.DataFrame, spec: Spec, y_last_column: str | None = None
         torch.from_numpy(np.ascontiguousarray(label)),
         torch.from_numpy(np.ascontiguousarray(y_last)),
     )
+
+
+def _padded(column: pl.Series, width: int) -> np.ndarray:
+    """A list column of indices as an [rows, width] matrix, cut at `width`, padded with 0."""
+    lengths = column.list.len().fill_null(0).clip(upper_bound=width).to_numpy().astype(np.int64)
+    values = column.list.head(width).explode().drop_nulls().to_numpy().astype(np.int64)
+    rows = np.repeat(np.arange(len(column)), lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out = np.zeros((len(column), width), np.int64)
+    out[rows, np.arange(len(values)) - starts] = values
+    return out
 
 
 def spec_path(ws: Workspace) -> Path:

@@ -64,6 +64,7 @@ def _require_columns(path: Path, frame: pl.DataFrame, data: DataSpec) -> None:
     wanted = [("label", data.label)]
     wanted += [("categorical field", c) for c in data.categorical]
     wanted += [("numeric field", c) for c in data.numeric]
+    wanted += [("multivalued field", c) for c in data.multivalued]
     for role, column in (
         ("time column", data.time_column),
         ("impression id column", data.impression_id),
@@ -85,6 +86,17 @@ def _shown(column: str) -> pl.Expr:
 
 def _as_float(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.Float64, strict=False)
+
+
+def _as_value_list(column: str, dtype: pl.DataType, separator: str) -> pl.Expr:
+    """A multivalued field as a list of strings: a list column's items, or a string split at
+    `separator`; blanks are dropped and a null becomes the empty list."""
+    if isinstance(dtype, (pl.List, pl.Array)):
+        values = pl.col(column).cast(pl.List(pl.String))
+    else:
+        values = pl.col(column).cast(pl.String).str.split(separator)
+    item = pl.element().str.strip_chars()
+    return values.list.eval(item.filter(item != "")).fill_null([])
 
 
 def _time_expr(data: DataSpec) -> pl.Expr:
@@ -119,6 +131,7 @@ def _normalise(path: Path, frame: pl.DataFrame, data: DataSpec, digest: str) -> 
         label.cast(pl.Int8, strict=False).alias(LABEL),
         *[pl.col(c).cast(pl.String) for c in data.categorical],
         *[_as_float(c) for c in data.numeric],
+        *[_as_value_list(c, frame.schema[c], data.multivalued_separator) for c in data.multivalued],
     ]
     if data.time_column:
         ts = _time_expr(data)

@@ -2,7 +2,8 @@
 
 1. Split the rows train/validation/test (8:1:1 seeded by default, or three files as given).
 2. Per backbone and seed, a *previous* model (BCE) is trained on a seeded 90% of the training rows
-   and scores the whole training set: that is ỹ_last.
+   and scores the whole training set: that is ỹ_last. `parent_share` and `parent_epochs` make that
+   parent weaker or stronger, to see where self-correction helps (the paper fixes 90%).
 3. The backbone is trained with bce, kd and reloop (each alpha of the sweep) on the training rows
    with ỹ_last, stopped early on the validation rows, and measured on the test rows.
 Results are mean ± std over the seeds, and the relative lift of each loss over bce.
@@ -26,6 +27,7 @@ from reloop_cli.features import (
     empty_vocab,
     encode,
     extend_vocab,
+    field_slots,
     to_tensors,
     vocab_sizes,
 )
@@ -88,6 +90,7 @@ class ReproduceResult:
     seeds: list[int]
     arms: list[Arm]
     previous: list[dict] = field(default_factory=list)  # the ỹ_last models' test metrics
+    parent: dict = field(default_factory=dict)  # how the ỹ_last models were trained
 
     def lift(self, arm: Arm) -> dict[str, float]:
         """Relative change over the same backbone's bce, in percent (mean over seeds)."""
@@ -103,6 +106,7 @@ class ReproduceResult:
             "seeds": self.seeds,
             "results": [{**a.to_dict(), "lift_over_bce": self.lift(a)} for a in self.arms],
             "previous_models": self.previous,
+            "parent": self.parent,
         }
 
 
@@ -172,7 +176,7 @@ def _train_and_test(
     seed: int,
 ):
     torch.manual_seed(seed)
-    model = build_model(spec.model, sizes, len(dense_fields(spec)))
+    model = build_model(spec.model, sizes, len(dense_fields(spec)), field_slots(spec))
     fitted = fit(model, train, valid if len(valid) else None, spec.train, loss, alpha, seed)
     label, prob = predict_batches(model, test)
     metrics = {
@@ -194,9 +198,15 @@ def reproduce(
     alphas: list[float],
     split: str = "8:1:1",
     split_seed: int = 0,
+    parent_share: float = 0.9,
+    parent_epochs: int | None = None,
     on_step: Callable[[str], None] = lambda _: None,
 ) -> ReproduceResult:
-    """Run the static protocol; writes nothing to the workspace."""
+    """Run the static protocol; writes nothing to the workspace.
+
+    The previous model sees a seeded `parent_share` of the training rows for at most
+    `parent_epochs` epochs (default: the spec's), then scores every training row.
+    """
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise BadInput(f"--models: {','.join(unknown) or '(none)'} not among {sorted(MODELS)}")
@@ -204,6 +214,10 @@ def reproduce(
         raise BadInput("--seeds: must be >= 1")
     for alpha in alphas:
         spec.override("train", alpha=alpha)  # validates the range
+    if not 0 < parent_share <= 1:
+        raise BadInput(f"--parent-share: {parent_share} is not in (0, 1]")
+    if parent_epochs is not None and parent_epochs < 1:
+        raise BadInput(f"--parent-epochs: {parent_epochs} must be >= 1")
     resolve_device(spec.train.device)
     parts = split_rows(ws, spec, files, parse_split(split), split_seed)
     if min(parts["train"].height, parts["test"].height) == 0:
@@ -215,14 +229,16 @@ def reproduce(
     previous: list[dict] = []
     for name in models:
         model_spec = spec.override("model", name=name)
+        parent_spec = model_spec.override("train", epochs=parent_epochs)
         losses = [("bce", None), *[(loss, a) for loss in ("kd", "reloop") for a in alphas]]
         rows = {key: Arm(name, key[0], key[1]) for key in losses}
         for seed in seed_list:
-            on_step(f"{name} seed {seed}: previous model on 90% of the training rows")
+            on_step(f"{name} seed {seed}: previous model on {parent_share:.0%} of train")
             generator = torch.Generator().manual_seed(seed)
-            keep = torch.randperm(len(train), generator=generator)[: int(0.9 * len(train))]
+            kept = max(1, int(parent_share * len(train)))
+            keep = torch.randperm(len(train), generator=generator)[:kept]
             prev_model, prev_metrics = _train_and_test(
-                model_spec, sizes, _subset(train, keep), valid, test, "bce", 0.0, seed
+                parent_spec, sizes, _subset(train, keep), valid, test, "bce", 0.0, seed
             )
             previous.append({"model": name, **prev_metrics})
             _, y_last = predict_batches(prev_model, train)
@@ -240,4 +256,5 @@ def reproduce(
                 rows[(loss, alpha)].runs.append(metrics)
         arms.extend(rows.values())
     counts = {name: frame.height for name, frame in parts.items()}
-    return ReproduceResult(split, counts, seed_list, arms, previous)
+    parent = {"share": parent_share, "epochs": parent_epochs or spec.train.epochs}
+    return ReproduceResult(split, counts, seed_list, arms, previous, parent)

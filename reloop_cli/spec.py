@@ -40,6 +40,11 @@ class DataSpec:
     label: str = "label"
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
+    # Fields holding a list of values (tags): a list column, or a string split at the separator.
+    # Each row keeps its first `max_values` known values, whose embeddings are mean-pooled.
+    multivalued: tuple[str, ...] = ()
+    multivalued_separator: str = "|"
+    max_values: int = 8
     # "log": sign(x)*log1p(|x|) scales a per-field vector; "bucket": Criteo's floor(log(x)^2) bins.
     numeric_transform: str = "log"
     format: str | None = None  # None: chosen from each file's extension
@@ -53,7 +58,13 @@ class DataSpec:
     max_reject_fraction: float = 0.0  # 0: any bad row fails the ingest
 
     def validate(self) -> None:
-        _check(bool(self.categorical or self.numeric), "data", "no categorical or numeric fields")
+        _check(
+            bool(self.categorical or self.numeric or self.multivalued),
+            "data",
+            "no categorical, numeric or multivalued fields",
+        )
+        _check(self.max_values >= 1, "data.max_values", "must be >= 1")
+        _check(bool(self.multivalued_separator), "data.multivalued_separator", "must not be empty")
         _check(self.format is None or self.format in FORMATS, "data.format", f"one of {FORMATS}")
         _check(
             self.numeric_transform in NUMERIC_TRANSFORMS,
@@ -61,12 +72,12 @@ class DataSpec:
             f"must be one of {NUMERIC_TRANSFORMS}",
         )
         _check(0.0 <= self.max_reject_fraction <= 1.0, "data.max_reject_fraction", "not in [0, 1]")
-        names = [self.label, *self.categorical, *self.numeric]
+        names = [self.label, *self.categorical, *self.numeric, *self.multivalued]
         _check(len(names) == len(set(names)), "data", "a column is named twice")
 
     @property
     def feature_fields(self) -> tuple[str, ...]:
-        return (*self.categorical, *self.numeric)
+        return (*self.categorical, *self.numeric, *self.multivalued)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,14 @@ import torch
 from reloop_cli import distributed
 from reloop_cli.checkpoint import load_version, publish_version
 from reloop_cli.errors import BadInput
-from reloop_cli.features import categorical_fields, dense_fields, encode, grow_vocab, vocab_sizes
+from reloop_cli.features import (
+    categorical_fields,
+    dense_fields,
+    encode,
+    field_slots,
+    grow_vocab,
+    vocab_sizes,
+)
 from reloop_cli.fitting import fit, resolve_device
 from reloop_cli.ingest import IMPRESSION_ID, LABEL, SERVED_PCTR
 from reloop_cli.loader import ParquetBatches
@@ -213,7 +220,7 @@ def train_version(
 
     seed = spec.train.seed
     torch.manual_seed(seed)
-    model = build_model(spec.model, sizes, len(dense_fields(spec)))
+    model = build_model(spec.model, sizes, len(dense_fields(spec)), field_slots(spec))
     warm = spec.train.warm_start and parent is not None
     if warm:
         _warm_start(model, ws, parent)

@@ -61,3 +61,18 @@ def workspace_files(ws: Workspace) -> list[Path]:
     if not ws.root.exists():
         return []
     return sorted(p for p in ws.root.rglob("*") if p.is_file() and p.name != ".lock")
+
+
+def run_exported(path, fmt, categorical, dense):
+    """Click probabilities from an exported TorchScript or ONNX file."""
+    if fmt == "torchscript":
+        import torch
+
+        with torch.no_grad():
+            return torch.jit.load(str(path))(categorical, dense).numpy()
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    given = {"categorical": categorical.numpy(), "dense": dense.numpy()}
+    # A model with no dense fields has no `dense` input in its graph: feed what it asks for.
+    wanted = {i.name: given[i.name] for i in session.get_inputs()}
+    return session.run(None, wanted)[0]

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from reloop_cli.cli import app
 from reloop_cli.errors import EXIT_BAD_INPUT, EXIT_LOCKED
-from tests.conftest import REPO, workspace_files
+from tests.conftest import REPO, run_exported, workspace_files
 
 runner = CliRunner()
 SAMPLE_SPEC = str(REPO / "pipelines" / "sample.toml")
@@ -137,20 +137,6 @@ def test_asking_for_a_gpu_where_there_is_none_is_a_clear_error(ingested):
     assert workspace_files(ingested) == before
 
 
-def _run_exported(path, fmt, categorical, dense):
-    if fmt == "torchscript":
-        import torch
-
-        with torch.no_grad():
-            return torch.jit.load(str(path))(categorical, dense).numpy()
-    onnxruntime = pytest.importorskip("onnxruntime")
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    given = {"categorical": categorical.numpy(), "dense": dense.numpy()}
-    # A model with no dense fields has no `dense` input in its graph: feed what it asks for.
-    wanted = {i.name: given[i.name] for i in session.get_inputs()}
-    return session.run(None, wanted)[0]
-
-
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_exported_model_scores_like_reloop_score(ingested, tmp_path, fmt):
     from reloop_cli.checkpoint import load_version
@@ -171,7 +157,7 @@ def test_exported_model_scores_like_reloop_score(ingested, tmp_path, fmt):
     rows = ingested.scan_logs(["2024-01-03"])
     encoded = encode(rows, loaded.spec, load_vocab(ingested), loaded.meta["field_sizes"]).collect()
     table = to_tensors(encoded, loaded.spec)
-    pctr = _run_exported(target, fmt, table.categorical, table.dense)
+    pctr = run_exported(target, fmt, table.categorical, table.dense)
     served = ingested.scan_scores(1, "2024-01-03").collect()
     assert encoded["impression_id"].to_list() == served["impression_id"].to_list()
     assert len(pctr) == 3_000

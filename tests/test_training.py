@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 import torch
 
+from reloop_cli.errors import BadInput
 from reloop_cli.features import TensorTable
 from reloop_cli.fitting import fit
 from reloop_cli.ingest import ingest
@@ -85,3 +86,18 @@ def test_reproduce_runs_the_static_protocol_on_a_tiny_slice(ws, tiny_logs, sampl
     deepfm_bce = next(a for a in result.arms if a.model == "deepfm" and a.loss == "bce")
     assert result.lift(deepfm_bce) == {"auc_pct": 0.0, "logloss_pct": 0.0}
     assert len(result.previous) == 4  # one previous model per backbone and seed
+
+
+def test_reproduce_parent_share_and_epochs_shape_the_previous_model(ws, tiny_logs, sample_spec):
+    ingest(ws, sample_spec, tiny_logs[:2])
+    spec = sample_spec.override("train", epochs=3)
+    kwargs = dict(files=[], models=["lr"], seeds=1, alphas=[0.5])
+    weak = reproduce(ws, spec, parent_share=0.05, parent_epochs=1, **kwargs)
+    strong = reproduce(ws, spec, parent_share=1.0, **kwargs)
+    assert weak.parent == {"share": 0.05, "epochs": 1}
+    assert strong.parent == {"share": 1.0, "epochs": 3}
+    assert weak.previous[0]["best_epoch"] == 1
+    assert weak.previous[0]["auc"] < strong.previous[0]["auc"]
+    for bad in ({"parent_share": 0.0}, {"parent_share": 1.5}, {"parent_epochs": 0}):
+        with pytest.raises(BadInput, match="--parent-"):
+            reproduce(ws, spec, **kwargs, **bad)

@@ -115,6 +115,12 @@ def reproduce(
         str, typer.Option(help="train:valid:test ratio, or 'files' (3 FILES).")
     ] = "8:1:1",
     split_seed: Annotated[int, typer.Option(help="Seed of the random split.")] = 0,
+    parent_share: Annotated[
+        float, typer.Option(help="Share of training rows the previous model sees.")
+    ] = 0.9,
+    parent_epochs: Annotated[
+        int | None, typer.Option(help="Max epochs of the previous model (default: the spec's).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the spec's max epochs.")] = None,
     device: DeviceOpt = None,
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
@@ -122,6 +128,8 @@ def reproduce(
 ) -> None:
     """The paper's static protocol: previous model on 90% of train gives ỹ_last; bce vs kd vs
     reloop per backbone, test AUC/Logloss as mean ± std over seeds. Writes nothing.
+
+    --parent-share / --parent-epochs make the previous model weaker or stronger.
 
     Example: reloop reproduce --spec pipelines/frappe.toml --models deepfm,dcn --seeds 3
     """
@@ -148,6 +156,8 @@ def reproduce(
             alphas=alpha_list,
             split=split,
             split_seed=split_seed,
+            parent_share=parent_share,
+            parent_epochs=parent_epochs,
             on_step=note,
         )
 
@@ -171,6 +181,14 @@ def reproduce(
             "" if arm.loss == "bce" else f"{lift['auc_pct']:+.2f}%",
             "" if arm.loss == "bce" else f"{lift['logloss_pct']:+.2f}%",
         )
+    parents = {}
+    for run in result.previous:
+        parents.setdefault(run["model"], []).append(run["auc"])
+    table.caption = (
+        f"previous model: {result.parent['share']:.0%} of train, "
+        f"<= {result.parent['epochs']} epochs; its test AUC "
+        + ", ".join(f"{m} {sum(v) / len(v):.4f}" for m, v in parents.items())
+    )
     out.print(table)
 
 

@@ -22,6 +22,9 @@ MODELS: dict[str, type[CTRModel]] = {
 }
 
 
-def build_model(spec: ModelSpec, field_sizes: list[int], n_dense: int) -> CTRModel:
-    """A freshly initialised model of the spec's kind for these vocabulary sizes."""
-    return MODELS[spec.name](field_sizes, n_dense, spec)
+def build_model(
+    spec: ModelSpec, field_sizes: list[int], n_dense: int, slots: list[int] | None = None
+) -> CTRModel:
+    """A freshly initialised model of the spec's kind for these vocabulary sizes (`slots`: index
+    columns per field, from `features.field_slots`; None = one each)."""
+    return MODELS[spec.name](field_sizes, n_dense, spec, slots)

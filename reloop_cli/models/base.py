@@ -12,9 +12,15 @@ from reloop_cli.spec import ModelSpec
 class CTRModel(nn.Module):
     """Base class: `forward(categorical [B, Fc] long, dense [B, Fd] float) -> logits [B]`."""
 
-    def __init__(self, field_sizes: list[int], n_dense: int, spec: ModelSpec) -> None:
+    def __init__(
+        self,
+        field_sizes: list[int],
+        n_dense: int,
+        spec: ModelSpec,
+        slots: list[int] | None = None,
+    ) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(field_sizes, n_dense, spec.embedding_dim)
+        self.embedding = FieldEmbedding(field_sizes, n_dense, spec.embedding_dim, slots)
         self.flat_dim = self.embedding.num_fields * spec.embedding_dim
 
     def embedding_tables(self) -> list[nn.Module]:

@@ -16,13 +16,28 @@ class FieldEmbedding(nn.Module):
     All categorical fields share one table, each field owning a contiguous block of rows that
     starts at its offset, so one gather serves every field. `grow_from` copies a parent's blocks
     into a larger table, which is how a warm start keeps every known value's row.
+
+    A multivalued field has `slots` index columns (its tags, 0 = none); its vector is the mean of
+    its known tags' rows, the zero vector when it has none (FuxiCTR's masked mean pooling).
     """
 
-    def __init__(self, field_sizes: list[int], n_dense: int, dim: int) -> None:
+    def __init__(
+        self, field_sizes: list[int], n_dense: int, dim: int, slots: list[int] | None = None
+    ) -> None:
         super().__init__()
         self.field_sizes = list(field_sizes)
+        self.slots = list(slots) if slots is not None else [1] * len(self.field_sizes)
+        if len(self.slots) != len(self.field_sizes) or min(self.slots, default=1) < 1:
+            raise ValueError(f"slots {self.slots} do not fit fields {self.field_sizes}")
         offsets = torch.tensor([0, *field_sizes[:-1]], dtype=torch.long).cumsum(0)
-        self.register_buffer("offsets", offsets, persistent=False)
+        repeats = torch.tensor(self.slots, dtype=torch.long)
+        self.register_buffer("offsets", offsets.repeat_interleave(repeats), persistent=False)
+        self.pooled = any(s > 1 for s in self.slots)
+        if self.pooled:  # column -> field map, and which columns are tags (0 = padding)
+            columns = torch.arange(len(self.slots)).repeat_interleave(repeats)
+            assign = torch.nn.functional.one_hot(columns, len(self.slots)).float()
+            self.register_buffer("assign", assign, persistent=False)
+            self.register_buffer("is_tag", (repeats > 1).repeat_interleave(repeats), False)
         self.table = nn.Embedding(max(sum(field_sizes), 1), dim)
         self.dense = nn.Parameter(torch.empty(n_dense, dim))
         nn.init.normal_(self.table.weight, std=EMBEDDING_INIT_STD)
@@ -33,13 +48,23 @@ class FieldEmbedding(nn.Module):
         return len(self.field_sizes) + self.dense.shape[0]
 
     def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """[B, Fc] indices and [B, Fd] values -> [B, Fc + Fd, dim]."""
+        """[B, index columns] and [B, Fd] values -> [B, categorical fields + Fd, dim]."""
         parts = []
         if self.field_sizes:
-            parts.append(self.table(categorical + self.offsets))
+            vectors = self.table(categorical + self.offsets)
+            if self.pooled:
+                vectors = self._pool(vectors, categorical)
+            parts.append(vectors)
         if self.dense.shape[0]:
             parts.append(dense.unsqueeze(-1) * self.dense)
         return torch.cat(parts, dim=1)
+
+    def _pool(self, vectors: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        """[B, columns, dim] -> [B, fields, dim]: a tag field's known rows averaged."""
+        weight = torch.where(self.is_tag, (categorical != 0).float(), 1.0)
+        total = torch.einsum("bcd,bc,cf->bfd", vectors, weight, self.assign)
+        count = (weight @ self.assign).clamp(min=1.0)
+        return total / count.unsqueeze(-1)
 
     @torch.no_grad()
     def grow_from(self, parent_table: torch.Tensor, parent_sizes: list[int]) -> None:
@@ -57,9 +82,11 @@ class FieldEmbedding(nn.Module):
 class LinearTerm(nn.Module):
     """First-order weights: a 1-dim field embedding summed over fields, plus a bias."""
 
-    def __init__(self, field_sizes: list[int], n_dense: int) -> None:
+    def __init__(
+        self, field_sizes: list[int], n_dense: int, slots: list[int] | None = None
+    ) -> None:
         super().__init__()
-        self.weights = FieldEmbedding(field_sizes, n_dense, 1)
+        self.weights = FieldEmbedding(field_sizes, n_dense, 1, slots)
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,15 @@ from reloop_cli.spec import ModelSpec
 
 
 class WideDeep(CTRModel):
-    def __init__(self, field_sizes: list[int], n_dense: int, spec: ModelSpec) -> None:
-        super().__init__(field_sizes, n_dense, spec)
-        self.wide = LinearTerm(field_sizes, n_dense)
+    def __init__(
+        self,
+        field_sizes: list[int],
+        n_dense: int,
+        spec: ModelSpec,
+        slots: list[int] | None = None,
+    ) -> None:
+        super().__init__(field_sizes, n_dense, spec, slots)
+        self.wide = LinearTerm(field_sizes, n_dense, slots)
         self.deep = MLP(self.flat_dim, spec.hidden_units, spec.dropout, spec.batch_norm)
 
     def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:

@@ -35,9 +35,15 @@ class CIN(nn.Module):
 
 
 class XDeepFM(CTRModel):
-    def __init__(self, field_sizes: list[int], n_dense: int, spec: ModelSpec) -> None:
-        super().__init__(field_sizes, n_dense, spec)
-        self.linear = LinearTerm(field_sizes, n_dense)
+    def __init__(
+        self,
+        field_sizes: list[int],
+        n_dense: int,
+        spec: ModelSpec,
+        slots: list[int] | None = None,
+    ) -> None:
+        super().__init__(field_sizes, n_dense, spec, slots)
+        self.linear = LinearTerm(field_sizes, n_dense, slots)
         self.cin = CIN(self.embedding.num_fields, spec.cin_layers)
         self.mlp = MLP(self.flat_dim, spec.hidden_units, spec.dropout, spec.batch_norm)
 
