@@ -47,7 +47,7 @@ class SynthConfig:
     popularity_half_life_days: float = 5.0
 
 
-class _World:
+class World:
     """The simulated population; `day()` draws one day of impressions, then drifts."""
 
     def __init__(self, config: SynthConfig) -> None:
@@ -89,15 +89,7 @@ class _World:
         device = rng.choice(3, n, p=DEVICE_SHARE)
         position = rng.integers(1, POSITIONS + 1, n)
         affinity = np.einsum("ij,ij->i", self.user_vectors[user], self.item_vectors[item])
-        logit = (
-            config.base_logit
-            + config.affinity_scale * affinity
-            + self.item_quality[item]
-            + self.user_bias[user]
-            + HOUR_EFFECT[hour]
-            + DEVICE_EFFECT[device]
-            - 0.12 * (position - 1)
-        )
+        logit = self.logit(affinity, self.item_quality[item], user, hour, device, position)
         true_ctr = 1.0 / (1.0 + np.exp(-logit))
         click = (rng.random(n) < true_ctr).astype(np.int8)
         midnight = datetime.fromisoformat(self.config.start_date).replace(tzinfo=timezone.utc)
@@ -122,6 +114,28 @@ class _World:
         self._drift(next_day=index + 1)
         return frame
 
+    def logit(
+        self,
+        affinity: np.ndarray,
+        quality: np.ndarray,
+        user: np.ndarray,
+        hour: np.ndarray,
+        device: np.ndarray,
+        position: np.ndarray,
+    ) -> np.ndarray:
+        """The true click logit of impressions, given each one's user-item affinity and item
+        quality (passed in so an analysis can ask what yesterday's tastes would have given)."""
+        c = self.config
+        return (
+            c.base_logit
+            + c.affinity_scale * affinity
+            + quality
+            + self.user_bias[user]
+            + HOUR_EFFECT[hour]
+            + DEVICE_EFFECT[device]
+            - 0.12 * (position - 1)
+        )
+
     def _drift(self, next_day: int) -> None:
         """Move user interests and bring in the next day's new items."""
         c = self.config
@@ -141,7 +155,7 @@ def synthesize(config: SynthConfig, out: str | Path) -> list[Path]:
         raise BadInput(f"synth: --start-date '{config.start_date}' is not YYYY-MM-DD") from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    world = _World(config)
+    world = World(config)
     paths = []
     for index in range(config.days):
         frame = world.day(index)

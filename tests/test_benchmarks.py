@@ -43,3 +43,15 @@ def test_fuxictr_comparison_reloop_side_runs_on_the_same_split(tmp_path, frappe_
     assert ours["train_rows"] == counts["train"]
     assert len(ours["epoch_train_seconds"]) == 1
     assert ours["test_auc"] > 0.85
+
+
+def test_oracle_gap_benchmark_separates_drift_from_estimation(capsys):
+    from benchmarks.oracle_gap import main as oracle_gap
+
+    figures = oracle_gap(["--seeds", "0", "--days", "3", "--rows", "3000", "--reference"])
+    figures = figures["seed_0"]
+    # Yesterday's tastes and unseen new items can only rank today's clicks worse than the truth.
+    assert 0.5 < figures["stale_oracle_auc"] < figures["oracle_auc"]
+    assert 0 < figures["new_item_share"] < 0.2
+    assert 0.5 < figures["reference_auc"] < figures["oracle_auc"]  # it learns, short of the truth
+    assert "stale oracle" in capsys.readouterr().out
