@@ -5,12 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reloop_cli.models.layers import FieldEmbedding
+from reloop_cli.models.layers import FieldEmbedding, LinearTerm
 from reloop_cli.spec import ModelSpec
 
 
 class CTRModel(nn.Module):
-    """Base class: `forward(categorical [B, Fc] long, dense [B, Fd] float) -> logits [B]`."""
+    """Base class: `forward(categorical [B, Fc] long, dense [B, Fd] float) -> logits [B]`.
+
+    The base owns the constructor and the shared field embedding; a model adds its own layers in
+    `build`, so the zoo's modules say only what differs between models.
+    """
 
     def __init__(
         self,
@@ -22,6 +26,16 @@ class CTRModel(nn.Module):
         super().__init__()
         self.embedding = FieldEmbedding(field_sizes, n_dense, spec.embedding_dim, slots)
         self.flat_dim = self.embedding.num_fields * spec.embedding_dim
+        self.build(spec)
+
+    def build(self, spec: ModelSpec) -> None:
+        """Create the model's own layers; called once the shared embedding exists."""
+        raise NotImplementedError
+
+    def linear_term(self) -> LinearTerm:
+        """First-order weights over the same fields (and tag slots) as the embedding."""
+        table = self.embedding
+        return LinearTerm(table.field_sizes, table.dense.shape[0], table.slots)
 
     def embedding_tables(self) -> list[nn.Module]:
         """Modules whose rows are per-value (grown on warm start, L2-regularised)."""

@@ -14,14 +14,7 @@ from reloop_cli.spec import ModelSpec
 class DCN(CTRModel):
     matrix_cross = False  # v1: vector weights per cross layer
 
-    def __init__(
-        self,
-        field_sizes: list[int],
-        n_dense: int,
-        spec: ModelSpec,
-        slots: list[int] | None = None,
-    ) -> None:
-        super().__init__(field_sizes, n_dense, spec, slots)
+    def build(self, spec: ModelSpec) -> None:
         self.cross = CrossNetwork(self.flat_dim, spec.cross_layers, matrix=self.matrix_cross)
         self.deep = MLP(self.flat_dim, spec.hidden_units, spec.dropout, spec.batch_norm, out=0)
         self.output = nn.Linear(self.flat_dim + self.deep.out_dim, 1)

@@ -5,20 +5,13 @@ from __future__ import annotations
 import torch
 
 from reloop_cli.models.base import CTRModel
-from reloop_cli.models.layers import MLP, LinearTerm, fm_interaction
+from reloop_cli.models.layers import MLP, fm_interaction
 from reloop_cli.spec import ModelSpec
 
 
 class DeepFM(CTRModel):
-    def __init__(
-        self,
-        field_sizes: list[int],
-        n_dense: int,
-        spec: ModelSpec,
-        slots: list[int] | None = None,
-    ) -> None:
-        super().__init__(field_sizes, n_dense, spec, slots)
-        self.linear = LinearTerm(field_sizes, n_dense, slots)
+    def build(self, spec: ModelSpec) -> None:
+        self.linear = self.linear_term()
         self.mlp = MLP(self.flat_dim, spec.hidden_units, spec.dropout, spec.batch_norm)
 
     def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from reloop_cli.models.base import CTRModel
-from reloop_cli.models.layers import MLP, LinearTerm
+from reloop_cli.models.layers import MLP
 from reloop_cli.spec import ModelSpec
 
 
@@ -35,15 +35,8 @@ class CIN(nn.Module):
 
 
 class XDeepFM(CTRModel):
-    def __init__(
-        self,
-        field_sizes: list[int],
-        n_dense: int,
-        spec: ModelSpec,
-        slots: list[int] | None = None,
-    ) -> None:
-        super().__init__(field_sizes, n_dense, spec, slots)
-        self.linear = LinearTerm(field_sizes, n_dense, slots)
+    def build(self, spec: ModelSpec) -> None:
+        self.linear = self.linear_term()
         self.cin = CIN(self.embedding.num_fields, spec.cin_layers)
         self.mlp = MLP(self.flat_dim, spec.hidden_units, spec.dropout, spec.batch_norm)
 
