@@ -10,6 +10,7 @@ track runs in MLflow see reloop's there. The core never imports MLflow.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from reloop_cli.errors import BadInput
@@ -28,6 +29,20 @@ def _mlflow(uri: str) -> Any:
     return mlflow
 
 
+def _use_experiment(mlflow: Any, uri: str, spec: Spec) -> None:
+    """Select the experiment `reloop-<spec name>`, creating it if needed. With a local SQLite
+    store its artifacts go beside the database file (`mlartifacts/`): MLflow's own default for
+    a database URI is `./mlruns` in whatever folder the command happens to run from."""
+    name = f"reloop-{spec.name}"
+    if mlflow.get_experiment_by_name(name) is None:
+        location = None  # a tracking server decides for itself
+        if uri.startswith("sqlite:///"):
+            database = Path(uri.removeprefix("sqlite:///")).resolve()
+            location = (database.parent / "mlartifacts").as_uri()
+        mlflow.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment(name)
+
+
 def _params(spec: Spec) -> dict[str, Any]:
     flat = {}
     for section in ("model", "train"):
@@ -39,7 +54,7 @@ def _params(spec: Spec) -> dict[str, Any]:
 def track_simulation(uri: str, ws: Workspace, spec: Spec, result: Any) -> None:
     """Log a finished simulation: a parent run, one child run per arm."""
     mlflow = _mlflow(uri)
-    mlflow.set_experiment(f"reloop-{spec.name}")
+    _use_experiment(mlflow, uri, spec)
     with mlflow.start_run(run_name="simulate"):
         mlflow.log_params({"days": len(result.days), "arms": ",".join(result.arms)})
         for arm, entry in result.arms.items():
@@ -58,7 +73,7 @@ def track_cycle(uri: str, ws: Workspace, spec: Spec, result: Any) -> None:
     if result.candidate is None or result.gate is None:
         return  # nothing was trained or judged (nothing new, dry run)
     mlflow = _mlflow(uri)
-    mlflow.set_experiment(f"reloop-{spec.name}")
+    _use_experiment(mlflow, uri, spec)
     name = f"reloop-{spec.name}"
     with mlflow.start_run(run_name=f"run-{result.day}") as run:
         mlflow.log_params({**_params(spec), "day": result.day})

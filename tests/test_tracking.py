@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.test_cycle import Feed, cycle, write_spec
@@ -45,6 +47,9 @@ def test_simulate_logs_each_arm_per_day(tmp_path, tiny_logs, sample_spec):
     assert all(0.5 < m.value < 1 for m in history)
     artifacts = [a.path for a in client.list_artifacts(arms["bce"].info.run_id, "model")]
     assert "model/weights.pt" in artifacts
+    # Artifacts sit beside the database, not in whatever folder the command ran from.
+    assert arms["bce"].info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+    assert (tmp_path / "mlartifacts").is_dir() and not (Path.cwd() / "mlruns").exists()
 
 
 def test_cron_cycles_register_versions_and_move_the_live_alias(tmp_path, tiny_logs):
