@@ -43,6 +43,7 @@ class Reference(torch.nn.Module):
 
 
 def _columns(frame: pl.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+    """A day's impressions as integer columns (user, item, hour, device, position) and clicks."""
     device = frame["device"].replace_strict({name: i for i, name in enumerate(DEVICES)})
     columns = np.stack(
         [
@@ -57,9 +58,15 @@ def _columns(frame: pl.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(columns), torch.from_numpy(frame["click"].to_numpy().astype("f4"))
 
 
-def reference_auc(past: list[pl.DataFrame], today: pl.DataFrame, config, l2: float) -> float:
-    """Fit `Reference` on the earlier days (10 epochs, Adam 0.02, batch 4096), AUC on today."""
-    columns, label = _columns(pl.concat(past))
+def reference_auc(
+    past: list[tuple[torch.Tensor, torch.Tensor]],
+    today: tuple[torch.Tensor, torch.Tensor],
+    config: SynthConfig,
+    l2: float,
+) -> float:
+    """Fit `Reference` on the earlier days (10 epochs, Adam 0.02, batch 4096), AUC on today;
+    days come as `_columns` gives them."""
+    columns, label = (torch.cat(part) for part in zip(*past, strict=True))
     torch.manual_seed(config.seed)
     model = Reference(config.users, int(columns[:, 1].max()) + 1000, config.latent_dim)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
@@ -80,7 +87,7 @@ def reference_auc(past: list[pl.DataFrame], today: pl.DataFrame, config, l2: flo
             optimizer.zero_grad()
             (loss + l2 * penalty).backward()
             optimizer.step()
-    test_columns, test_label = _columns(today)
+    test_columns, test_label = today[0].clone(), today[1]
     test_columns[:, 1].clamp_(max=model.item.num_embeddings - 1)
     with torch.no_grad():
         return auc(test_label.numpy(), model(test_columns).numpy())
@@ -90,29 +97,19 @@ def stale_oracle_gap(config: SynthConfig, reference_l2: float | None = None) -> 
     """Per day d >= 1: oracle AUC, stale-oracle AUC, the share of impressions on new items and,
     with `reference_l2`, the reference model's AUC."""
     world = World(config)
-    device_index = {name: i for i, name in enumerate(DEVICES)}
-    yesterday_tastes, known_items, days, frames = None, 0, [], []
+    yesterday_tastes, known_items, days, encoded = None, 0, [], []
     for index in range(config.days):
         tastes = world.user_vectors.copy()  # what day `index` is drawn with (it drifts after)
         frame = world.day(index)
-        frames.append(frame)
+        encoded.append(_columns(frame))
         if yesterday_tastes is not None:
-            user = frame["user_id"].cast(int).to_numpy()
-            item = frame["item_id"].cast(int).to_numpy()
+            user, item, hour, device, position = encoded[-1][0].numpy().T
             vectors, quality = world.item_vectors[item].copy(), world.item_quality[item].copy()
             new = item >= known_items
             vectors[new] = world.category_vectors[world.item_category[item[new]]] * 1.5
             quality[new] = 0.0
             affinity = np.einsum("ij,ij->i", yesterday_tastes[user], vectors)
-            device = np.array([device_index[d] for d in frame["device"].to_list()])
-            stale = world.logit(
-                affinity,
-                quality,
-                user,
-                frame["hour"].to_numpy(),
-                device,
-                frame["position"].to_numpy().astype(np.int64),
-            )
+            stale = world.logit(affinity, quality, user, hour, device, position)
             click = frame["click"].to_numpy()
             days.append(
                 {
@@ -122,7 +119,9 @@ def stale_oracle_gap(config: SynthConfig, reference_l2: float | None = None) -> 
                 }
             )
             if reference_l2 is not None:
-                days[-1]["reference_auc"] = reference_auc(frames[:-1], frame, config, reference_l2)
+                days[-1]["reference_auc"] = reference_auc(
+                    encoded[:-1], encoded[-1], config, reference_l2
+                )
         yesterday_tastes = tastes
         known_items = len(world.item_vectors) - config.new_items_per_day  # items of day `index`
     return days

@@ -1,11 +1,10 @@
 """`reloop export`: a version as a TorchScript (or ONNX) file for serving outside reloop.
 
 The exported program takes (categorical int64 [B, Fc], dense float32 [B, Fd]) and returns the
-click probability [B]; in ONNX, a model without dense fields has no `dense` input. A multivalued
-field takes `max_values` columns of Fc (its tags' indices, 0 = none), listed per field in the
-sidecar. A sidecar
-`<FILE>.features.json` holds what turns raw values into those inputs: field order, the
-vocabulary rows the version knows, and the numeric transform.
+click probability [B]; in ONNX, a model without dense fields has no `dense` input. A sidecar
+`<FILE>.features.json` holds what turns raw values into those inputs: field order, the index
+columns each field takes (a multivalued field takes `max_values`: its tags' indices, 0 = none),
+the vocabulary rows the version knows, and the numeric transform.
 """
 
 from __future__ import annotations
