@@ -8,10 +8,8 @@ finished by the next one: a version already trained for the day is judged, not t
 
 from __future__ import annotations
 
-import glob
 import logging
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import polars as pl
 
@@ -27,8 +25,8 @@ from reloop_cli.ingest import (
     is_ingested,
     load_files,
 )
+from reloop_cli.inputs import InputFile, discover
 from reloop_cli.metrics import summarise
-from reloop_cli.readers import EXTENSIONS
 from reloop_cli.registry import Registry
 from reloop_cli.score import predict_frame, score_day
 from reloop_cli.spec import GateSpec, Spec
@@ -54,23 +52,14 @@ class CycleResult:
     gate: dict | None = None
     forced: bool = False
     plan: list[str] = field(default_factory=list)
+    late_rows: dict[str, int] = field(default_factory=dict)  # rows added to days held already
+    late_policy: str = "append"
+    # days that gained late rows after versions had trained on them: day -> those versions
+    changed_trained_days: dict[str, list[int]] = field(default_factory=dict)
+    sources: list[InputFile] = field(default_factory=list, repr=False)  # the new files, to ingest
 
     def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def discover(logs: str) -> list[Path]:
-    """Log files under a folder, matching a glob, or one file; sorted for a stable order."""
-    path = Path(logs)
-    if path.is_dir():
-        found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS]
-    elif path.is_file():
-        found = [path]
-    else:
-        found = [Path(p) for p in glob.glob(logs, recursive=True) if Path(p).is_file()]
-    if not found:
-        raise BadInput(f"{logs}: no log files found")
-    return sorted(found)
+        return {k: v for k, v in asdict(self).items() if k != "sources"}
 
 
 def holdout_expr(spec: Spec, day: str) -> pl.Expr:
@@ -122,8 +111,8 @@ def plan_cycle(
     files = discover(logs)
     new = [f for f in files if not is_ingested(ws, spec, f)]
     days = set(ws.days())
-    for path in new:  # one file at a time: a backlog of days never sits in memory at once
-        batch = load_files([path], spec, None, spec.data.start_date)
+    for source in new:  # one file at a time: a backlog of days never sits in memory at once
+        batch = load_files([source], spec, None, spec.data.start_date)
         days |= set(batch.filter(pl.col("reject_reason").is_null())["day"].unique())
     if day is not None and day not in days:
         raise BadInput(
@@ -133,7 +122,8 @@ def plan_cycle(
     target = day or max(days, default=None)
     if target is None:
         raise BadInput(f"{logs}: no rows to train on")
-    result = CycleResult(outcome="dry-run", day=target, new_files=[str(f) for f in new])
+    result = CycleResult(outcome="dry-run", day=target, new_files=[str(f.path) for f in new])
+    result.sources = list(new)
     result.plan.append(f"ingest {len(new)} new file(s)" if new else "no new files")
     if describe:
         result.plan += _plan_training(ws, spec, target, sorted(days))
@@ -182,7 +172,7 @@ def run_cycle(
     result = plan_cycle(ws, spec, logs, day, describe=False)
     result.outcome, result.forced = "nothing-new", force
     if result.new_files:
-        ingested: IngestResult = ingest(ws, spec, [Path(f) for f in result.new_files])
+        ingested: IngestResult = ingest(ws, spec, result.sources)
         result.ingested_rows, result.rejected_rows = ingested.rows, ingested.rejected
         log.info(
             "ingested %d rows (%d rejected) from %d file(s)",
@@ -190,6 +180,7 @@ def run_cycle(
             ingested.rejected,
             len(result.new_files),
         )
+        _report_late_rows(registry, ingested, result)
     target = result.day
     live = result.live_before = registry.live(CHAIN)
     existing = _version_for(registry, target)
@@ -243,6 +234,32 @@ def run_cycle(
         log.warning("v%d rejected: %s", candidate, "; ".join(result.gate["reasons"]))
     result.live_after = registry.live(CHAIN)
     return result
+
+
+def _report_late_rows(registry: Registry, ingested: IngestResult, result: CycleResult) -> None:
+    """Say which days gained late rows after versions had trained on them; history is never
+    retrained by itself (a backfill is `reloop run --day D`)."""
+    result.late_rows, result.late_policy = ingested.late_rows, ingested.late_policy
+    if not ingested.late_rows:
+        return
+    trained: dict[str, list[int]] = {}
+    for version in registry.versions(CHAIN):
+        for window_day in version["meta"].get("window", []):
+            trained.setdefault(window_day, []).append(version["version"])
+    action = "appended to" if ingested.late_policy == "append" else "rejected for"
+    for late_day, rows in sorted(ingested.late_rows.items()):
+        versions = trained.get(late_day, [])
+        if versions and ingested.late_policy == "append":
+            result.changed_trained_days[late_day] = versions
+        log.warning(
+            "%d late row(s) %s %s%s",
+            rows,
+            action,
+            late_day,
+            f", a day already trained on by v{', v'.join(map(str, versions))}; not retrained"
+            if versions and ingested.late_policy == "append"
+            else "",
+        )
 
 
 def _gate(

@@ -4,8 +4,13 @@ Every row is checked against the spec; a file whose bad rows exceed `data.max_re
 (0 by default) fails the whole ingest with the first bad row named, and nothing is written. Rows
 that are refused within the allowance go to rejects/ with their reason.
 
-Ingest is idempotent: each batch is keyed by the content of its files (and the spec's data
-section), and a key already in logs/_manifest/ is skipped.
+Ingest is idempotent: each batch is keyed by the content of its files (and their partition
+folders), and a key already in logs/_manifest/ is skipped.
+
+Rows are dated by `timestamps.read_time` (any time type, in the workspace's `data.timezone`).
+A row dated on or before the newest day the workspace held when the ingest began is late: with
+`data.late_rows = "append"` (the default) it joins its day as a new part and is counted in the
+batch's manifest and the result; with `"reject"` it goes to rejects/ with its reason.
 
 Memory holds one batch at a time (a file, for logs with a time column): each validated batch is
 written to a staging folder at once, and only when every batch has passed are the staged files
@@ -14,6 +19,7 @@ moved into place, so a month of backlog ingests in the memory of its largest fil
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,8 +33,12 @@ import polars as pl
 from reloop_cli import progress
 from reloop_cli.errors import BadInput
 from reloop_cli.faults import crash_point
+from reloop_cli.features import check_spec_fits, remember_spec
+from reloop_cli.inputs import InputFile, expand
 from reloop_cli.readers import ROW, read_raw
+from reloop_cli.registry import now_utc
 from reloop_cli.spec import DataSpec, Spec
+from reloop_cli.timestamps import read_time
 from reloop_cli.workspace import Workspace
 
 # Canonical column names in logs/ (features keep the spec's names).
@@ -50,6 +60,9 @@ class IngestResult:
     rows_per_day: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already ingested, nothing added
+    late_rows: dict[str, int] = field(default_factory=dict)  # per day the workspace held already
+    late_policy: str = "append"  # what happened to them: appended, or rejected
+    time_notes: list[str] = field(default_factory=list)  # how the time column was read
 
 
 def file_digest(path: Path) -> str:
@@ -99,19 +112,11 @@ def _as_value_list(column: str, dtype: pl.DataType, separator: str) -> pl.Expr:
     return values.list.eval(item.filter(item != "")).fill_null([])
 
 
-def _time_expr(data: DataSpec) -> pl.Expr:
-    raw = pl.col(data.time_column)
-    if data.time_format:
-        text, fmt = raw.cast(pl.String), data.time_format
-        if "%H" in fmt and "%M" not in fmt:  # Polars parses an hour only with its minutes
-            text, fmt = text + "00", fmt + "%M"
-        parsed = text.str.strptime(pl.Datetime("us"), fmt, strict=False)
-        return parsed.dt.epoch("s")
-    return raw.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
-
-
-def _normalise(path: Path, frame: pl.DataFrame, data: DataSpec, digest: str) -> pl.DataFrame:
-    """Canonical columns plus a `reject_reason` that is null for a good row."""
+def _normalise(
+    frame: pl.DataFrame, data: DataSpec, identity: str, today: date | None
+) -> tuple[pl.DataFrame, str | None]:
+    """Canonical columns (and `day`, for logs with a time column) plus a `reject_reason` that is
+    null for a good row; and how the time column was read."""
     label = _as_float(data.label)
     checks: list[tuple[pl.Expr, pl.Expr]] = [
         (
@@ -126,19 +131,19 @@ def _normalise(path: Path, frame: pl.DataFrame, data: DataSpec, digest: str) -> 
         (
             pl.col(data.impression_id).cast(pl.String)
             if data.impression_id
-            else pl.format(digest[:12] + ":{}", pl.col(ROW))
+            else pl.format(identity[:12] + ":{}", pl.col(ROW))
         ).alias(IMPRESSION_ID),
         label.cast(pl.Int8, strict=False).alias(LABEL),
         *[pl.col(c).cast(pl.String) for c in data.categorical],
         *[_as_float(c) for c in data.numeric],
         *[_as_value_list(c, frame.schema[c], data.multivalued_separator) for c in data.multivalued],
     ]
+    note = None
     if data.time_column:
-        ts = _time_expr(data)
-        checks.append(
-            (ts.is_null(), pl.format("time '{}' not parseable", _shown(data.time_column)))
-        )
-        columns.append(ts.alias(TS))
+        reading = read_time(frame, data, today)
+        checks.append((reading.problem.is_not_null(), reading.problem))
+        columns += [reading.epoch_seconds.alias(TS), reading.day.cast(pl.String).alias("day")]
+        note = f"time column '{data.time_column}': {reading.note}"
     if data.pctr:
         pctr = _as_float(data.pctr)
         checks.append((~pctr.is_between(0, 1).fill_null(False), pl.lit("pctr not in [0, 1]")))
@@ -153,14 +158,13 @@ def _normalise(path: Path, frame: pl.DataFrame, data: DataSpec, digest: str) -> 
     reason = pl.lit(None, dtype=pl.String)
     for bad, text in reversed(checks):
         reason = pl.when(bad).then(text).otherwise(reason)
-    return frame.select(pl.col(ROW), *columns, reason.alias(REASON))
+    return frame.select(pl.col(ROW), *columns, reason.alias(REASON)), note
 
 
 def _assign_days(frame: pl.DataFrame, data: DataSpec, days: int | None, start: str) -> pl.DataFrame:
     """Calendar day from the time column, or `days` pseudo-days in row order."""
     if data.time_column:
-        day = pl.from_epoch(pl.col(TS), time_unit="s").dt.date().cast(pl.String)
-        return frame.with_columns(day.fill_null("unknown").alias("day"))
+        return frame.with_columns(pl.col("day").fill_null("unknown"))
     n_days = days or 1
     first = date.fromisoformat(start)
     names = pl.Series("day", [(first + timedelta(days=i)).isoformat() for i in range(n_days)])
@@ -182,8 +186,39 @@ def _check_rejects(path: Path, frame: pl.DataFrame, data: DataSpec) -> None:
         )
 
 
-def _batch_key(digests: list[str], spec: Spec, days: int | None, start: str) -> str:
-    payload = json.dumps([digests, spec.to_dict()["data"], days, start], sort_keys=True)
+def _batch_key(identities: list[str], days: int | None, start: str) -> str:
+    """A batch's key: its files' content (and partition folders) and, for logs split into
+    pseudo-days, how they were split. How the files are read does not enter it, so a changed
+    allowance or format never makes an ingested file look new."""
+    payload = json.dumps([identities, days, start], sort_keys=True)
+    return "b2-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# The [data] settings of reloop 0.1, whose batch keys hashed them all: workspaces ingested then
+# keep recognising their files.
+_LEGACY_KEY_SETTINGS = (
+    "label",
+    "categorical",
+    "numeric",
+    "multivalued",
+    "multivalued_separator",
+    "max_values",
+    "numeric_transform",
+    "format",
+    "columns",
+    "time_column",
+    "time_format",
+    "impression_id",
+    "pctr",
+    "oracle",
+    "start_date",
+    "max_reject_fraction",
+)
+
+
+def _legacy_key(digests: list[str], spec: Spec, days: int | None, start: str) -> str:
+    settings = {k: v for k, v in dataclasses.asdict(spec.data).items() if k in _LEGACY_KEY_SETTINGS}
+    payload = json.dumps([digests, settings, days, start], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -191,35 +226,64 @@ def manifest_path(ws: Workspace, key: str) -> Path:
     return ws.logs / "_manifest" / f"{key}.json"
 
 
-def is_ingested(ws: Workspace, spec: Spec, path: Path) -> bool:
+def _ingested_before(
+    ws: Workspace, spec: Spec, group: list[InputFile], days: int | None, start: str
+) -> tuple[str, bool]:
+    """The batch's key, and whether it (or, under reloop 0.1's key, its files) is in already."""
+    digests = [file_digest(f.path) for f in group]
+    key = _batch_key([f.identity(d) for f, d in zip(group, digests, strict=True)], days, start)
+    if manifest_path(ws, key).exists():
+        return key, True
+    legacy = (
+        not any(f.partition for f in group)
+        and manifest_path(ws, _legacy_key(digests, spec, days, start)).exists()
+    )
+    return key, legacy
+
+
+def is_ingested(ws: Workspace, spec: Spec, source: InputFile) -> bool:
     """Whether this file (with a time column, keyed on its own) is in the workspace already."""
-    return manifest_path(
-        ws, _batch_key([file_digest(path)], spec, None, spec.data.start_date)
-    ).exists()
+    return _ingested_before(ws, spec, [source], None, spec.data.start_date)[1]
 
 
-def load_files(paths: list[Path], spec: Spec, days: int | None, start: str) -> pl.DataFrame:
-    """Read, validate and day-assign a batch of files; raises before anything is written."""
+def load_files(
+    sources: list[InputFile | Path],
+    spec: Spec,
+    days: int | None,
+    start: str,
+    notes: list[str] | None = None,
+    today: date | None = None,
+) -> pl.DataFrame:
+    """Read, validate and day-assign a batch of files; raises before anything is written. How
+    the time column was read is appended to `notes`, once per distinct reading."""
     frames = []
-    with progress.task("reading logs", len(paths)) as bar:
-        for path in paths:
-            frames.append(_load_one(path, spec))
+    with progress.task("reading logs", len(sources)) as bar:
+        for source in sources:
+            source = source if isinstance(source, InputFile) else InputFile(Path(source))
+            frame, note = _load_one(source, spec, today)
+            if note and notes is not None and note not in notes:
+                notes.append(note)
+            frames.append(frame)
             bar.advance()
     batch = pl.concat(frames, how="vertical")
     return _assign_days(batch, spec.data, days, start)
 
 
-def _load_one(path: Path, spec: Spec) -> pl.DataFrame:
+def _load_one(source: InputFile, spec: Spec, today: date | None) -> tuple[pl.DataFrame, str | None]:
     """One file read, checked and normalised, with its source name."""
-    raw = read_raw(path, spec.data)
-    _require_columns(path, raw, spec.data)
+    path = source.path
+    raw = read_raw(source, spec.data)
+    _require_columns(path, raw.frame, spec.data)
     try:
-        frame = _normalise(path, raw, spec.data, file_digest(path))
+        frame, note = _normalise(raw.frame, spec.data, source.identity(file_digest(path)), today)
     except pl.exceptions.PolarsError as err:
         reason = str(err).strip().splitlines()[0]
         raise BadInput(f"{path}: cannot read its columns with {spec.source}: {reason}") from None
+    if raw.malformed.height:
+        malformed = raw.malformed.rename({"reason": REASON})
+        frame = pl.concat([frame, malformed], how="diagonal").sort(ROW)
     _check_rejects(path, frame, spec.data)
-    return frame.with_columns(pl.lit(str(path)).alias("_file"))
+    return frame.with_columns(pl.lit(str(path)).alias("_file")), note
 
 
 @dataclass
@@ -232,21 +296,45 @@ class _StagedBatch:
     rows_per_day: dict[str, int]
     rows: int
     rejected: int
+    late_rows: dict[str, int]
+    notes: list[str]
+
+
+def _late_rows(good: pl.DataFrame, newest: str | None) -> pl.Expr | None:
+    """Rows dated on or before the newest day the workspace held when the ingest began."""
+    if newest is None or "day" not in good.columns:
+        return None
+    return pl.col("day") <= newest
 
 
 def _stage_batch(
     ws: Workspace,
     staging: Path,
     key: str,
-    group: list[Path],
+    group: list[InputFile],
     spec: Spec,
     days: int | None,
     start: str,
+    newest: str | None,
 ) -> _StagedBatch:
     """Read and validate one batch and write its day parts under `staging`; raises if bad."""
-    batch = load_files(group, spec, days, start)
-    good = batch.filter(pl.col(REASON).is_null()).drop(REASON, "_file", ROW)
+    notes: list[str] = []
+    batch = load_files(group, spec, days, start, notes)
+    good = batch.filter(pl.col(REASON).is_null())
     bad = batch.filter(pl.col(REASON).is_not_null())
+    late_rows: dict[str, int] = {}
+    is_late = _late_rows(good, newest) if spec.data.time_column else None
+    if is_late is not None:
+        late = good.filter(is_late)
+        late_rows = dict(late.group_by("day").len().sort("day").iter_rows())
+        if spec.data.late_rows == "reject" and late.height:
+            reason = pl.format(
+                'late: day {} was ingested before this file (data.late_rows = "reject")',
+                pl.col("day"),
+            )
+            bad = pl.concat([bad, late.with_columns(reason.alias(REASON))], how="vertical")
+            good = good.filter(~is_late)
+    good = good.drop(REASON, "_file", ROW)
     moves, rows_per_day = [], {}
     for (day,), part in good.partition_by("day", as_dict=True, maintain_order=True).items():
         staged = staging / key / f"logs-{day}.parquet"
@@ -258,7 +346,7 @@ def _stage_batch(
         ws.write_parquet(part.rename({"_file": "source_file", ROW: "source_row"}), staged)
         moves.append((staged, ws.rejects / f"day={day}" / f"part-{key}.parquet"))
     files = sorted(set(batch["_file"]))
-    return _StagedBatch(key, files, moves, rows_per_day, good.height, bad.height)
+    return _StagedBatch(key, files, moves, rows_per_day, good.height, bad.height, late_rows, notes)
 
 
 def _commit_batch(ws: Workspace, batch: _StagedBatch, result: IngestResult) -> None:
@@ -269,77 +357,94 @@ def _commit_batch(ws: Workspace, batch: _StagedBatch, result: IngestResult) -> N
     crash_point("ingest")  # day files in place, manifest not yet: a rerun rewrites the same files
     for day, rows in batch.rows_per_day.items():
         result.rows_per_day[day] = result.rows_per_day.get(day, 0) + rows
+    for day, rows in batch.late_rows.items():
+        result.late_rows[day] = result.late_rows.get(day, 0) + rows
     result.rows += batch.rows
     result.rejected += batch.rejected
+    result.time_notes += [n for n in batch.notes if n not in result.time_notes]
     manifest = {
         "key": batch.key,
         "files": batch.files,
         "rows": batch.rows,
         "rejected": batch.rejected,
+        "ingested_at": now_utc(),
+        "late_rows": batch.late_rows,
+        "late_policy": result.late_policy,
     }
     ws.write_json(manifest, manifest_path(ws, batch.key))
+
+
+def _check_request(spec: Spec, days: int | None, start: str, jobs: int) -> None:
+    if jobs < 1:
+        raise BadInput(f"--jobs: {jobs} must be >= 1")
+    for name in (*spec.data.feature_fields,):
+        if name in RESERVED:
+            raise BadInput(f"{spec.source}: field name '{name}' is reserved; rename it in the spec")
+    if days is not None and days < 1:
+        raise BadInput(f"--days: {days} must be >= 1")
+    try:
+        date.fromisoformat(start)
+    except ValueError:
+        raise BadInput(f"--start-date: '{start}' is not a YYYY-MM-DD date") from None
 
 
 def ingest(
     ws: Workspace,
     spec: Spec,
-    files: list[str | Path],
+    files: list[str | Path | InputFile],
     *,
     days: int | None = None,
     start_date: str | None = None,
     jobs: int = 1,
 ) -> IngestResult:
-    """Validate and write the given files into the workspace; call under the workspace lock.
+    """Validate and write the given files (or every data file under given folders) into the
+    workspace; call under the workspace lock.
 
     Logs with a time column are keyed file by file; logs without one are split, in the order
     given, into `days` consecutive pseudo-days from `start_date`, and keyed as one batch. With
     `jobs` > 1, batches are read and validated in parallel processes (joblib); what is written,
     and in which order, is the same as with one.
     """
-    if jobs < 1:
-        raise BadInput(f"--jobs: {jobs} must be >= 1")
     if not files:
         raise BadInput("ingest: no input files given")
-    for name in (*spec.data.feature_fields,):
-        if name in RESERVED:
-            raise BadInput(f"{spec.source}: field name '{name}' is reserved; rename it in the spec")
-    if days is not None and days < 1:
-        raise BadInput(f"--days: {days} must be >= 1")
     start = start_date or spec.data.start_date
-    try:
-        date.fromisoformat(start)
-    except ValueError:
-        raise BadInput(f"--start-date: '{start}' is not a YYYY-MM-DD date") from None
-    paths = [Path(f) for f in files]
-    groups = [[p] for p in paths] if spec.data.time_column else [paths]
-    result = IngestResult(files=[str(p) for p in paths])
+    _check_request(spec, days, start, jobs)
+    sources: list[InputFile] = []
+    for given in files:
+        sources += [given] if isinstance(given, InputFile) else expand([given])
+    check_spec_fits(ws, spec)
+    groups = [[s] for s in sources] if spec.data.time_column else [sources]
+    result = IngestResult(files=[str(s.path) for s in sources], late_policy=spec.data.late_rows)
     pending = []
     for group in groups:
-        for path in group:
-            if not path.is_file():
-                raise BadInput(f"{path}: file not found")
-        key = _batch_key([file_digest(p) for p in group], spec, days, start)
-        if manifest_path(ws, key).exists():
-            result.skipped.extend(str(p) for p in group)
+        key, done = _ingested_before(ws, spec, group, days, start)
+        if done:
+            result.skipped.extend(str(s.path) for s in group)
             continue
         pending.append((key, group))
     if not pending:
         return result
+    held = ws.days()
+    newest = held[-1] if held else None
+    created = ws.missing_folders(ws.logs)
     staging = ws.staging_dir(ws.logs)
     try:
         if jobs > 1 and len(pending) > 1:
             from joblib import Parallel, delayed
 
             staged = Parallel(n_jobs=jobs)(
-                delayed(_stage_batch)(ws, staging, key, group, spec, days, start)
+                delayed(_stage_batch)(ws, staging, key, group, spec, days, start, newest)
                 for key, group in pending
             )
         else:
             staged = [
-                _stage_batch(ws, staging, key, group, spec, days, start) for key, group in pending
+                _stage_batch(ws, staging, key, group, spec, days, start, newest)
+                for key, group in pending
             ]
         for batch in staged:  # all files validated: only now touch the workspace
             _commit_batch(ws, batch, result)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        ws.prune_empty(created)  # a refused batch leaves no folder it made
+    remember_spec(ws, spec)
     return result

@@ -6,12 +6,15 @@ Every stage reads its settings from a `Spec`; command-line options override sing
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field, fields
+from datetime import date
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reloop_cli.errors import BadInput
 
@@ -21,6 +24,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 LOSSES = ("bce", "kd", "reloop")
+TIME_UNITS = ("auto", "s", "ms", "us", "ns")
+LATE_ROW_POLICIES = ("append", "reject")
 FORMATS = ("csv", "tsv", "parquet", "libfm")
 NUMERIC_TRANSFORMS = ("log", "bucket")
 LAST_SOURCES = ("parent", "served")
@@ -50,7 +55,14 @@ class DataSpec:
     format: str | None = None  # None: chosen from each file's extension
     columns: tuple[str, ...] = ()  # CSV/TSV without a header line: the column names, in order
     time_column: str | None = None
-    time_format: str | None = None  # strftime pattern for string times; None = epoch seconds
+    time_format: str | None = None  # strftime pattern for string times; None: numbers or ISO-8601
+    time_unit: str = "auto"  # epoch numbers: s | ms | us | ns | auto (from their magnitude)
+    timezone: str = "UTC"  # whose midnight ends a day (IANA name); fixed per workspace
+    source_timezone: str = "UTC"  # zone of times written without one (naive timestamps/strings)
+    min_date: str = "1990-01-01"  # rows dated outside [min_date, max_date] are bad rows
+    max_date: str | None = None  # None: the day after today (in `timezone`) at ingest time
+    late_rows: str = "append"  # rows of a day already ingested: append | reject
+    encoding: str = "utf-8"  # of CSV/TSV/libfm text
     impression_id: str | None = None
     pctr: str | None = None  # the served model's logged prediction, if the logs carry it
     oracle: str | None = None  # true click probability (simulated data only); never trained on
@@ -72,12 +84,68 @@ class DataSpec:
             f"must be one of {NUMERIC_TRANSFORMS}",
         )
         _check(0.0 <= self.max_reject_fraction <= 1.0, "data.max_reject_fraction", "not in [0, 1]")
-        names = [self.label, *self.categorical, *self.numeric, *self.multivalued]
-        _check(len(names) == len(set(names)), "data", "a column is named twice")
+        _check_one_role_per_column(self)
+        _check(self.time_unit in TIME_UNITS, "data.time_unit", f"one of {TIME_UNITS}")
+        _check(self.late_rows in LATE_ROW_POLICIES, "data.late_rows", f"one of {LATE_ROW_POLICIES}")
+        for key in ("timezone", "source_timezone"):
+            zone = getattr(self, key)
+            _check(_is_time_zone(zone), f"data.{key}", f"'{zone}' is not an IANA time zone name")
+        for key in ("min_date", "max_date", "start_date"):
+            value = getattr(self, key)
+            _check(value is None or _is_date(value), f"data.{key}", f"'{value}' is not YYYY-MM-DD")
+        if self.max_date is not None:
+            _check(self.min_date <= self.max_date, "data.max_date", "is before data.min_date")
+        _check(_is_codec(self.encoding), "data.encoding", f"'{self.encoding}' is not an encoding")
 
     @property
     def feature_fields(self) -> tuple[str, ...]:
         return (*self.categorical, *self.numeric, *self.multivalued)
+
+
+def _check_one_role_per_column(data: DataSpec) -> None:
+    """Each column plays one role; a column named twice is refused with both roles named."""
+    roles: dict[str, str] = {}
+    listed = [
+        ("label", (data.label,)),
+        ("categorical", data.categorical),
+        ("numeric", data.numeric),
+        ("multivalued", data.multivalued),
+        ("time_column", (data.time_column,) if data.time_column else ()),
+        ("impression_id", (data.impression_id,) if data.impression_id else ()),
+        ("pctr", (data.pctr,) if data.pctr else ()),
+        ("oracle", (data.oracle,) if data.oracle else ()),
+    ]
+    for role, columns in listed:
+        for column in columns:
+            if column in roles:
+                first = roles[column]
+                where = f"twice in {role}" if first == role else f"as both {first} and {role}"
+                raise BadInput(f"data: column '{column}' is named {where}; give it one role")
+            roles[column] = role
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except (TypeError, ValueError):
+        return False
+    return len(text) == 10
+
+
+def _is_time_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        return False
+    return True
+
+
+def _is_codec(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

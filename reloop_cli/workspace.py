@@ -125,6 +125,19 @@ class Workspace:
         path.mkdir()
         return path
 
+    def missing_folders(self, *folders: Path) -> list[Path]:
+        """Which of these folders (and the workspace root and its parents) do not exist yet,
+        innermost first: what a command will create, to take away again if it is refused."""
+        wanted = [*folders, self.root, *self.root.parents]
+        return [p for p in dict.fromkeys(wanted) if not p.exists()]
+
+    @staticmethod
+    def prune_empty(folders: list[Path]) -> None:
+        """Remove those of `folders` that exist and are empty, innermost first."""
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
     def clean_stale_temps(self) -> int:
         """Remove what crashed runs left under temporary names; call only under the lock."""
         removed = 0
@@ -143,8 +156,11 @@ class Workspace:
         """Hold the workspace's one lock; a second holder fails at once.
 
         `flock` is released by the kernel when its process dies, so a lock left by a killed run
-        never blocks the next one.
+        never blocks the next one. A workspace folder this lock had to create, and that holds
+        nothing but the lock when it is released (a command refused for bad input), is removed
+        again with every folder made for it: a refused command leaves no path behind.
         """
+        created = self.missing_folders()
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / ".lock"
         with open(path, "a+") as handle:
@@ -166,4 +182,7 @@ class Workspace:
             finally:
                 handle.seek(0)
                 handle.truncate()
+                if created and [p.name for p in self.root.iterdir()] == [".lock"]:
+                    path.unlink()
+                    self.prune_empty(created)
                 fcntl.flock(handle, fcntl.LOCK_UN)

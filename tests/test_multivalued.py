@@ -103,7 +103,7 @@ def test_tags_from_strings_and_list_columns_encode_to_padded_index_columns(ws, t
 
 
 def test_a_multivalued_field_cannot_share_a_name_and_needs_a_slot():
-    with pytest.raises(BadInput, match="a column is named twice"):
+    with pytest.raises(BadInput, match="column 't' is named as both categorical and multivalued"):
         spec_from_dict({"data": {"categorical": ["t"], "multivalued": ["t"]}}, "s.toml")
     with pytest.raises(BadInput, match=r"data\.max_values"):
         spec_from_dict({"data": {"multivalued": ["t"], "max_values": 0}}, "s.toml")

@@ -52,7 +52,6 @@ def simulate(
     With no FILES and an empty workspace it runs on the bundled sample data.
     Example: reloop simulate --days 7
     """
-    from reloop_cli.features import remember_spec
     from reloop_cli.ingest import ingest as ingest_files
     from reloop_cli.registry import Registry
     from reloop_cli.report import save_simulation, write_report
@@ -78,7 +77,6 @@ def simulate(
                 spec = load_spec(spec_file)
                 note(f"ingesting {len(inputs)} file(s) into {ws.root}")
                 ingest_files(ws, spec, inputs, days=ingest_days)
-                remember_spec(ws, spec)
             spec = _train_overrides(
                 _spec_for(ws, spec_file), None, alpha, model, None, None, None
             ).override("train", device=device)

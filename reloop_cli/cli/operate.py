@@ -108,7 +108,24 @@ def run_command(
         raise typer.Exit(EXIT_GATE_REFUSED)
 
 
+def _late_summary(result) -> str:
+    """One line per day that gained (or had refused) late rows this cycle."""
+    lines = []
+    for day, rows in sorted(result.late_rows.items()):
+        if result.late_policy == "reject":
+            lines.append(f'{day}: {rows:,} late row(s) rejected (data.late_rows = "reject")\n')
+            continue
+        trained = result.changed_trained_days.get(day)
+        by = f"; trained on by v{', v'.join(map(str, trained))}, not retrained" if trained else ""
+        lines.append(f"{day}: {rows:,} late row(s) appended{by}\n")
+    return "".join(lines)
+
+
 def _cycle_summary(result) -> str:
+    return _late_summary(result) + _cycle_outcome(result)
+
+
+def _cycle_outcome(result) -> str:
     if result.outcome == "dry-run":
         files = "".join(f"\n    {name}" for name in result.new_files)
         steps = "".join(f"\n  - {step}" for step in result.plan)

@@ -82,7 +82,10 @@ def synth(
 
 @app.command(rich_help_panel=PANEL)
 def ingest(
-    files: Annotated[list[Path], typer.Argument(help="CSV, TSV, Parquet or libfm files.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="CSV, TSV, Parquet or libfm files (also .gz/.zst), or folders."),
+    ],
     spec_path: Annotated[Path, typer.Option("--spec", "-s", help="Pipeline spec (TOML).")],
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     days: Annotated[
@@ -94,9 +97,9 @@ def ingest(
 ) -> None:
     """Validate raw logs and store them as Parquet partitioned by day.
 
+    A folder stands for every data file under it; Hive-style key=value folders become columns.
     Example: reloop ingest ../shared/data/frappe/*.libfm --spec pipelines/frappe.toml --days 10
     """
-    from reloop_cli.features import remember_spec
     from reloop_cli.ingest import ingest as ingest_files
     from reloop_cli.spec import load_spec
 
@@ -105,11 +108,7 @@ def ingest(
     def action():
         spec = load_spec(spec_path)
         with ws.lock():
-            result = ingest_files(
-                ws, spec, list(files), days=days, start_date=start_date, jobs=jobs
-            )
-            remember_spec(ws, spec)
-            return result
+            return ingest_files(ws, spec, list(files), days=days, start_date=start_date, jobs=jobs)
 
     result = run_stage(action)
     if as_json:
@@ -120,6 +119,11 @@ def ingest(
         table.add_row(day, f"{rows:,}")
     out.print(table)
     out.print(f"{result.rows:,} rows, {result.rejected:,} rejected")
+    for note in result.time_notes:
+        out.print(f"[dim]{note}[/]")
+    verb = "appended to" if result.late_policy == "append" else "rejected for"
+    for day, rows in sorted(result.late_rows.items()):
+        out.print(f"[yellow]late:[/] {rows:,} row(s) {verb} {day}, a day ingested before")
     for path in result.skipped:
         out.print(f"[yellow]already ingested, skipped:[/] {path}")
 
