@@ -30,7 +30,7 @@ from pathlib import Path
 
 import polars as pl
 
-from reloop_cli import progress
+from reloop_cli import progress, timestamps
 from reloop_cli.errors import BadInput
 from reloop_cli.faults import crash_point
 from reloop_cli.features import check_spec_fits, remember_spec
@@ -38,7 +38,6 @@ from reloop_cli.inputs import InputFile, expand
 from reloop_cli.readers import ROW, read_raw
 from reloop_cli.registry import now_utc
 from reloop_cli.spec import DataSpec, Spec
-from reloop_cli.timestamps import read_time
 from reloop_cli.workspace import Workspace
 
 # Canonical column names in logs/ (features keep the spec's names).
@@ -140,10 +139,11 @@ def _normalise(
     ]
     note = None
     if data.time_column:
-        reading = read_time(frame, data, today)
-        checks.append((reading.problem.is_not_null(), reading.problem))
-        columns += [reading.epoch_seconds.alias(TS), reading.day.cast(pl.String).alias("day")]
-        note = f"time column '{data.time_column}': {reading.note}"
+        frame, reading = timestamps.date_rows(frame, data, today)
+        problem = pl.col(timestamps.PROBLEM)
+        checks.append((problem.is_not_null(), problem))
+        columns += [pl.col(timestamps.TS).alias(TS), pl.col(timestamps.DAY).alias("day")]
+        note = f"time column '{data.time_column}': {reading}"
     if data.pctr:
         pctr = _as_float(data.pctr)
         checks.append((~pctr.is_between(0, 1).fill_null(False), pl.lit("pctr not in [0, 1]")))

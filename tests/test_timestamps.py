@@ -236,3 +236,20 @@ def test_unparseable_time_names_the_row(tmp_path):
 def test_bad_time_settings_are_refused_by_name(settings, message):
     with pytest.raises(BadInput, match=message):
         spec(**settings)
+
+
+def test_a_column_mixing_iso_forms_dates_and_epochs_reads_each_row_by_what_it_holds(tmp_path):
+    values = ["2024-03-01T23:30:00Z"] * 30 + [
+        "2024-03-02 08:00:00+09:00",  # 2024-03-01T23:00Z
+        "2024-03-02T01:00:00",  # naive: UTC
+        "2024-03-03",  # a calendar day
+        "1709510400",  # 2024-03-04T00:00Z as epoch seconds
+        "1709510400.5",
+    ] * 4
+    result = ingest(Workspace(tmp_path / "ws"), spec(), [csv(tmp_path / "log.csv", values)])
+    assert result.rows_per_day == {
+        "2024-03-01": 34,
+        "2024-03-02": 4,
+        "2024-03-03": 4,
+        "2024-03-04": 8,
+    }
