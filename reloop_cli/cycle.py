@@ -13,12 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from reloop_cli.checkpoint import load_version
 from reloop_cli.errors import BadInput
 from reloop_cli.faults import crash_point
+from reloop_cli.gate import INCONCLUSIVE, holdout_expr, run_gate
 from reloop_cli.ingest import (
-    IMPRESSION_ID,
-    LABEL,
     SERVED_PCTR,
     IngestResult,
     ingest,
@@ -26,10 +24,9 @@ from reloop_cli.ingest import (
     load_files,
 )
 from reloop_cli.inputs import InputFile, discover
-from reloop_cli.metrics import summarise
 from reloop_cli.registry import Registry
-from reloop_cli.score import predict_frame, score_day
-from reloop_cli.spec import GateSpec, Spec
+from reloop_cli.score import score_day
+from reloop_cli.spec import Spec
 from reloop_cli.train import train_version
 from reloop_cli.workspace import Workspace
 
@@ -41,7 +38,7 @@ log = logging.getLogger("reloop")
 class CycleResult:
     """What a cycle did (or, with --dry-run, would do)."""
 
-    outcome: str  # promoted | rejected | nothing-new | dry-run
+    outcome: str  # promoted | rejected | inconclusive | nothing-new | dry-run
     day: str | None = None
     new_files: list[str] = field(default_factory=list)
     ingested_rows: int = 0
@@ -62,43 +59,10 @@ class CycleResult:
         return {k: v for k, v in asdict(self).items() if k != "sources"}
 
 
-def holdout_expr(spec: Spec, day: str) -> pl.Expr:
-    """A seeded, stable slice of `day`'s rows that the candidate never trains on."""
-    bucket = pl.col(IMPRESSION_ID).hash(spec.train.seed + 1) % 10_000
-    return (pl.col("day") == day) & (bucket < round(spec.gate.holdout_fraction * 10_000))
-
-
-def judge(candidate: dict, live: dict | None, gate: GateSpec) -> tuple[bool, list[str]]:
-    """The gate: absolute floors for a first version, else no worse than live beyond tolerance."""
-    reasons = []
-    if live is None:
-        if not candidate["auc"] >= gate.min_auc:
-            reasons.append(f"AUC {candidate['auc']:.4f} < min_auc {gate.min_auc}")
-        if not candidate["logloss"] <= gate.max_logloss:
-            reasons.append(f"Logloss {candidate['logloss']:.4f} > max_logloss {gate.max_logloss}")
-        return not reasons, reasons
-    if not candidate["auc"] >= live["auc"] - gate.max_auc_drop:
-        reasons.append(f"AUC {candidate['auc']:.4f} < live {live['auc']:.4f} - {gate.max_auc_drop}")
-    if not candidate["logloss"] <= live["logloss"] + gate.max_logloss_rise:
-        reasons.append(
-            f"Logloss {candidate['logloss']:.4f} > live {live['logloss']:.4f} + "
-            f"{gate.max_logloss_rise}"
-        )
-    return not reasons, reasons
-
-
 def _version_for(registry: Registry, day: str) -> dict | None:
     """The main chain's newest version trained for `day`, if any."""
     matches = [v for v in registry.versions(CHAIN) if v["day"] == day]
     return matches[-1] if matches else None
-
-
-def _holdout_metrics(ws: Workspace, spec: Spec, version: int, day: str) -> dict:
-    loaded = load_version(ws, version)
-    rows = ws.scan_logs([day]).filter(holdout_expr(spec, day))
-    scores = predict_frame(loaded, ws, rows)
-    labels = rows.select(IMPRESSION_ID, LABEL).collect().join(scores, on=IMPRESSION_ID)
-    return summarise(labels[LABEL].to_numpy(), labels["pctr"].to_numpy())
 
 
 def plan_cycle(
@@ -221,13 +185,17 @@ def run_cycle(
         candidate = existing["version"]
         log.info("judging candidate v%d left undecided by an earlier run", candidate)
     result.candidate = candidate
-    result.gate = _gate(ws, registry, spec, candidate, live, target, force)
+    result.gate = run_gate(ws, registry, spec, candidate, live, target, force)
     crash_point("promote")
     if result.gate["passed"] or force:
         reason = "forced" if force and not result.gate["passed"] else "gate"
         registry.promote(CHAIN, candidate, reason, result.gate)
         result.outcome = "promoted"
         log.info("v%d promoted (%s)", candidate, reason)
+    elif result.gate["outcome"] == INCONCLUSIVE:
+        registry.decide(candidate, "inconclusive", result.gate)
+        result.outcome = "inconclusive"
+        log.warning("v%d not judged: %s", candidate, "; ".join(result.gate["reasons"]))
     else:
         registry.decide(candidate, "rejected", result.gate)
         result.outcome = "rejected"
@@ -260,29 +228,3 @@ def _report_late_rows(registry: Registry, ingested: IngestResult, result: CycleR
             if versions and ingested.late_policy == "append"
             else "",
         )
-
-
-def _gate(
-    ws: Workspace,
-    registry: Registry,
-    spec: Spec,
-    candidate: int,
-    live: int | None,
-    day: str,
-    force: bool,
-) -> dict:
-    candidate_metrics = _holdout_metrics(ws, spec, candidate, day)
-    registry.record_metrics(candidate, day, candidate_metrics, scope="holdout")
-    live_metrics = None
-    if live is not None:
-        live_metrics = _holdout_metrics(ws, spec, live, day)
-        registry.record_metrics(live, day, live_metrics, scope="holdout")
-    passed, reasons = judge(candidate_metrics, live_metrics, spec.gate)
-    return {
-        "passed": passed,
-        "reasons": reasons,
-        "forced": force and not passed,
-        "first_version": live is None,
-        "candidate": candidate_metrics,
-        "live": live_metrics,
-    }

@@ -9,6 +9,7 @@ EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_LOCKED = 3
 EXIT_GATE_REFUSED = 4
+EXIT_INCONCLUSIVE = 5  # `reloop run`: too few holdout clicks to judge; live keeps serving
 
 
 class ReloopError(Exception):

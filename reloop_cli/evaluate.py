@@ -38,7 +38,7 @@ def labelled_scores(ws: Workspace, version: int, day: str) -> pl.DataFrame:
     columns = [IMPRESSION_ID, LABEL, *([ORACLE] if has_oracle else [])]
     return (
         logs.select(columns)
-        .join(ws.scan_scores(version, day), on=IMPRESSION_ID, how="inner")
+        .join(ws.scan_scores(version, day), on=IMPRESSION_ID, how="inner", maintain_order="left")
         .collect()
     )
 

@@ -2,9 +2,10 @@
 
 Plots are rendered with matplotlib (Agg, no display) to PNG and embedded as data URIs, so the
 page is one file that opens anywhere. Sources: the last `reloop simulate` result saved in the
-workspace (per-day next-day AUC/Logloss per arm, the oracle, each arm's daily lift over bce), the
-scores and labels on disk (calibration), and the registry (the main chain's versions and gate
-decisions).
+workspace (per-day next-day AUC/Logloss per arm with 95% bands, the oracle, each arm's paired
+lift over bce per day and pooled with error bars, one verdict line per arm, and with repeats what
+holds across them), the scores and labels on disk (calibration), and the registry (the main
+chain's versions and gate decisions).
 """
 
 from __future__ import annotations
@@ -48,14 +49,19 @@ def _png(figure: plt.Figure) -> str:
 
 
 def _metric_plot(sim: dict, metric: str, label: str) -> str:
+    """Each arm's daily metric with its 95% interval as a band (and the oracle)."""
     figure, axis = plt.subplots(figsize=(7, 3.2))
     for arm, entry in sim["arms"].items():
-        axis.plot(
-            [d["day"][5:] for d in entry["days"]],
-            [d[metric] for d in entry["days"]],
-            marker="o",
-            label=arm,
-        )
+        days = [d["day"][5:] for d in entry["days"]]
+        (line,) = axis.plot(days, [d[metric] for d in entry["days"]], marker="o", label=arm)
+        if all(f"{metric}_low" in d for d in entry["days"]):
+            axis.fill_between(
+                days,
+                [d[f"{metric}_low"] for d in entry["days"]],
+                [d[f"{metric}_high"] for d in entry["days"]],
+                color=line.get_color(),
+                alpha=0.12,
+            )
     if sim.get("oracle"):
         axis.plot(
             [o["day"][5:] for o in sim["oracle"]],
@@ -64,37 +70,125 @@ def _metric_plot(sim: dict, metric: str, label: str) -> str:
             color="grey",
             label="oracle",
         )
-    axis.set(title=f"next-day {label} per day", xlabel="day", ylabel=label)
+    axis.set(title=f"next-day {label} per day (bands: 95% intervals)", xlabel="day", ylabel=label)
     axis.legend()
     axis.grid(alpha=0.3)
     return _png(figure)
 
 
 def _lift_plot(sim: dict) -> str | None:
-    arms = [a for a in sim["arms"] if a != "bce"]
-    if "bce" not in sim["arms"] or not arms:
+    """Each arm minus bce, paired on the same rows: per day and pooled, with 95% error bars."""
+    comparisons = sim.get("comparisons") or {}
+    if not comparisons:
         return None
-    base = sim["arms"]["bce"]["days"]
+    baseline = sim.get("baseline", "bce")
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    width = 0.8 / len(arms)
-    for k, arm in enumerate(arms):
-        days = sim["arms"][arm]["days"]
-        xs = [i + k * width for i in range(len(days))]
-        auc = [100 * (d["auc"] - b["auc"]) / b["auc"] for d, b in zip(days, base, strict=True)]
-        ll = [
-            100 * (d["logloss"] - b["logloss"]) / b["logloss"]
-            for d, b in zip(days, base, strict=True)
-        ]
-        axes[0].bar(xs, auc, width, label=arm)
-        axes[1].bar(xs, ll, width, label=arm)
-    for axis, name in zip(
-        axes, ("AUC lift over bce (%)", "Logloss change vs bce (%)"), strict=True
-    ):
+    width = 0.8 / len(comparisons)
+    for k, (arm, comparison) in enumerate(comparisons.items()):
+        entries = [*comparison["days"], {"day": "pooled", **comparison["pooled"]}]
+        xs = [i + k * width for i in range(len(entries))]
+        for axis, key in zip(axes, ("auc", "logloss"), strict=True):
+            values = [e[key]["value"] for e in entries]
+            errors = [
+                [v - e[key]["low"] for v, e in zip(values, entries, strict=True)],
+                [e[key]["high"] - v for v, e in zip(values, entries, strict=True)],
+            ]
+            axis.bar(xs, values, width, yerr=errors, capsize=3, label=arm)
+    labels = [d["day"][5:] for d in next(iter(comparisons.values()))["days"]] + ["pooled"]
+    titles = (f"AUC minus {baseline} (95% CI)", f"Logloss minus {baseline} (95% CI)")
+    for axis, name in zip(axes, titles, strict=True):
         axis.axhline(0, color="black", linewidth=0.8)
-        axis.set_xticks(range(len(base)), [d["day"][5:] for d in base])
+        axis.set_xticks(range(len(labels)), labels, rotation=30)
         axis.set(title=name)
         axis.legend()
     return _png(figure)
+
+
+def _verdicts(sim: dict) -> str:
+    baseline = sim.get("baseline", "bce")
+    lines = []
+    for arm, comparison in (sim.get("comparisons") or {}).items():
+        auc, logloss = comparison["pooled"]["auc"], comparison["pooled"]["logloss"]
+        lines.append(
+            f"<li><b>{html.escape(arm)} vs {html.escape(baseline)}</b>: AUC "
+            f"{auc['value']:+.4f} [{auc['low']:+.4f}, {auc['high']:+.4f}], "
+            f"{html.escape(comparison['verdict']['auc'])}; Logloss {logloss['value']:+.4f} "
+            f"[{logloss['low']:+.4f}, {logloss['high']:+.4f}], "
+            f"{html.escape(comparison['verdict']['logloss'])}</li>"
+        )
+    if not lines:
+        return ""
+    return (
+        "<p>Paired on the same rows, pooled over the days (these versions on these rows; "
+        "whether a loss helps needs repeats, <code>--seeds</code>):</p><ul>"
+        + "".join(lines)
+        + "</ul>"
+    )
+
+
+def _repeats_section(sim: dict) -> str:
+    """What holds across repeats: a table and each repeat's pooled AUC lift with its interval."""
+    rows = []
+    for arm, entry in sim["summary"].items():
+        auc = entry["mean_auc"]
+        lift = entry.get("lift_auc")
+        tally = entry.get("repeats_auc")
+        rows.append(
+            [
+                arm,
+                _fmt(auc["value"])
+                + (f" [{_fmt(auc['low'])}, {_fmt(auc['high'])}]" if auc["low"] is not None else ""),
+                _fmt(entry["mean_logloss"]["value"]),
+                (
+                    f"{lift['value']:+.4f} [{lift['low']:+.4f}, {lift['high']:+.4f}]"
+                    if lift and lift["low"] is not None
+                    else "-"
+                ),
+                f"{lift['p_value']:.2g}" if lift and lift["p_value"] is not None else "-",
+                f"{tally['better']} / {tally['worse']} / {tally['no_difference']}"
+                if tally
+                else "-",
+                entry.get("verdict_auc", ""),
+            ]
+        )
+    table = _table(
+        [
+            "arm",
+            "mean AUC [95% CI]",
+            "mean Logloss",
+            f"AUC lift vs {sim['baseline']} [95% CI, t]",
+            "p",
+            "repeats better / worse / n.s.",
+            "verdict",
+        ],
+        rows,
+    )
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    arms = [a for a in sim["summary"] if a != sim["baseline"]]
+    for k, arm in enumerate(arms):
+        pooled = [r["comparisons"][arm]["pooled"]["auc"] for r in sim["repeats"]]
+        xs = [i + k * 0.8 / max(len(arms), 1) for i in range(len(pooled))]
+        axis.errorbar(
+            xs,
+            [p["value"] for p in pooled],
+            yerr=[
+                [p["value"] - p["low"] for p in pooled],
+                [p["high"] - p["value"] for p in pooled],
+            ],
+            fmt="o",
+            capsize=3,
+            label=arm,
+        )
+    names = [
+        (f"w{r['world']} " if r.get("world") is not None else "") + f"s{r['seed']}"
+        for r in sim["repeats"]
+    ]
+    axis.set_xticks(range(len(names)), names)
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set(title=f"pooled AUC lift over {sim['baseline']} per repeat (95% CI)")
+    axis.legend()
+    heading = f"<h2>Across {len(sim['repeats'])} repeats</h2>"
+    return heading + table + f'<img alt="plot" src="{_png(figure)}">'
 
 
 def _calibration_plot(ws: Workspace, sim: dict) -> str | None:
@@ -170,18 +264,25 @@ def build_report(ws: Workspace) -> str:
     sim_path = reports_dir(ws) / SIMULATION_FILE
     if sim_path.exists():
         sim = json.loads(sim_path.read_text(encoding="utf-8"))
+        if "repeats" in sim:
+            sections.append(_repeats_section(sim))
+            sim = sim["repeats"][0]
+            sections.append("<h2>The first repeat, day by day</h2>")
+        else:
+            sections.append("<h2>Simulation: next-day metrics per arm</h2>")
         images = [
             _metric_plot(sim, "auc", "AUC"),
             _metric_plot(sim, "logloss", "Logloss"),
             _lift_plot(sim),
-            _calibration_plot(ws, sim),
+            # a simulated world's versions live in its own workspace, not this one
+            _calibration_plot(ws, sim) if sim.get("world") is None else None,
         ]
-        sections.append("<h2>Simulation: next-day metrics per arm</h2>")
         sections += [f'<img alt="plot" src="{src}">' for src in images if src]
         means = [
             [arm, _fmt(e["mean_auc"]), _fmt(e["mean_logloss"])] for arm, e in sim["arms"].items()
         ]
         sections.append(_table(["arm", "mean AUC", "mean Logloss"], means))
+        sections.append(_verdicts(sim))
     else:
         sections.append("<p>No simulation in this workspace yet (`reloop simulate`).</p>")
     sections.append("<h2>Versions and gate decisions (chain main)</h2>")

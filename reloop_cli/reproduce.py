@@ -36,6 +36,7 @@ from reloop_cli.ingest import IMPRESSION_ID, load_files
 from reloop_cli.metrics import auc, logloss
 from reloop_cli.models import MODELS, build_model
 from reloop_cli.spec import Spec
+from reloop_cli.statistics import Estimate, across_repeats
 from reloop_cli.workspace import Workspace
 
 Y_LAST = "y_last"
@@ -99,12 +100,28 @@ class ReproduceResult:
         a_auc, a_ll = arm.stat("auc")[0], arm.stat("logloss")[0]
         return {"auc_pct": 100 * (a_auc - b_auc) / b_auc, "logloss_pct": 100 * (a_ll - b_ll) / b_ll}
 
+    def difference(self, arm: Arm, key: str) -> Estimate:
+        """`arm` minus the same backbone's bce, paired by seed (both trained with it), with
+        Student's t interval across seeds: whether the loss helps beyond seed-to-seed noise."""
+        base = next(a for a in self.arms if a.model == arm.model and a.loss == "bce")
+        by_seed = {r["seed"]: r[key] for r in base.runs}
+        return across_repeats([r[key] - by_seed[r["seed"]] for r in arm.runs])
+
     def to_dict(self) -> dict:
         return {
             "split": self.split,
             "rows": self.rows,
             "seeds": self.seeds,
-            "results": [{**a.to_dict(), "lift_over_bce": self.lift(a)} for a in self.arms],
+            "results": [
+                {
+                    **a.to_dict(),
+                    "lift_over_bce": self.lift(a),
+                    "difference_from_bce": {
+                        key: self.difference(a, key).to_dict() for key in ("auc", "logloss")
+                    },
+                }
+                for a in self.arms
+            ],
             "previous_models": self.previous,
             "parent": self.parent,
         }

@@ -4,6 +4,11 @@ Day 0 trains the first version with BCE; it is every arm's starting point. On ea
 each arm's live version serves the day (scores it: its ỹ_last for tomorrow), is evaluated on it
 (next-day AUC/Logloss: the version never trained on that day), and then the arm trains its next
 version on the window ending that day, with its own loss and its own parent's predictions.
+
+Every arm scores the same rows of a day, so each arm is compared with the baseline (bce) by
+paired tests day by day, and over all days pooled (`statistics.pooled`). A single run still says
+nothing about training noise: `simulate_repeats` runs the loop again with other training seeds
+(and, on simulated data, other worlds) and summarises across the repeats.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from reloop_cli import statistics
+from reloop_cli.compare import compare_frame, scores_side_by_side
 from reloop_cli.errors import BadInput
 from reloop_cli.evaluate import evaluate_day
 from reloop_cli.registry import Registry
@@ -19,16 +26,18 @@ from reloop_cli.spec import LOSSES, Spec
 from reloop_cli.train import train_version
 from reloop_cli.workspace import Workspace
 
-ROOT_CHAIN = "simulate-root"
+PREFIX = "simulate"
+BASELINE = "bce"
 
 
-def chain_of(arm: str) -> str:
-    return f"simulate-{arm}"
+def chain_of(arm: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}-{arm}"
 
 
 @dataclass
 class ArmResult:
-    # {"day", "version", "auc", "logloss", ..., "seconds"}: seconds = serve + evaluate + train
+    # {"day", "version", "auc", "auc_low", ..., "logloss", ..., "seconds"}: seconds = serve +
+    # evaluate + train
     days: list[dict] = field(default_factory=list)
 
     @property
@@ -41,13 +50,43 @@ class ArmResult:
 
 
 @dataclass
+class ArmComparison:
+    """One arm against the baseline on the same rows: per day, and over all days pooled."""
+
+    days: list[dict] = field(default_factory=list)  # {"day", "auc": Estimate, "logloss": ...}
+    auc: statistics.Estimate | None = None  # pooled over days
+    logloss: statistics.Estimate | None = None
+
+    def verdicts(self) -> dict[str, str]:
+        return {
+            "auc": statistics.verdict(self.auc, higher_is_better=True),
+            "logloss": statistics.verdict(self.logloss, higher_is_better=False),
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "days": [
+                {"day": d["day"], "auc": d["auc"].to_dict(), "logloss": d["logloss"].to_dict()}
+                for d in self.days
+            ],
+            "pooled": {"auc": self.auc.to_dict(), "logloss": self.logloss.to_dict()},
+            "detectable_auc_difference": statistics.detectable_difference(self.auc.se),
+            "verdict": self.verdicts(),
+        }
+
+
+@dataclass
 class SimulateResult:
     train_day: str
     days: list[str]
     arms: dict[str, ArmResult]
     oracle: list[dict] | None = None
+    baseline: str = BASELINE
+    comparisons: dict[str, ArmComparison] = field(default_factory=dict)
+    seed: int = 0
+    world: int | None = None  # the synth world's seed, when the loop ran on one it made
 
-    def lift(self, arm: str, baseline: str = "bce") -> dict[str, float] | None:
+    def lift(self, arm: str, baseline: str = BASELINE) -> dict[str, float] | None:
         """Relative change of `arm` over `baseline` in mean AUC and mean Logloss, in percent."""
         if arm not in self.arms or baseline not in self.arms or arm == baseline:
             return None
@@ -58,9 +97,11 @@ class SimulateResult:
         }
 
     def to_dict(self) -> dict:
-        out = {
+        return {
             "train_day": self.train_day,
             "days": self.days,
+            "seed": self.seed,
+            "world": self.world,
             "arms": {
                 name: {"days": arm.days, "mean_auc": arm.mean_auc, "mean_logloss": arm.mean_logloss}
                 for name, arm in self.arms.items()
@@ -69,8 +110,9 @@ class SimulateResult:
             "lift_over_bce": {
                 arm: lift for arm in self.arms if (lift := self.lift(arm)) is not None
             },
+            "baseline": self.baseline,
+            "comparisons": {arm: c.to_dict() for arm, c in self.comparisons.items()},
         }
-        return out
 
 
 def parse_arms(text: str) -> list[str]:
@@ -89,8 +131,10 @@ def simulate(
     days: int,
     arms: list[str],
     on_step: Callable[[str], None] = lambda _: None,
+    prefix: str = PREFIX,
 ) -> SimulateResult:
-    """Run the loop over the first `days + 1` ingested days; call under the workspace lock."""
+    """Run the loop over the first `days + 1` ingested days; call under the workspace lock.
+    Chains are named `{prefix}-{arm}` (and `{prefix}-root` for the shared first version)."""
     available = ws.days()
     if days < 1:
         raise BadInput(f"--days: {days} must be >= 1")
@@ -106,18 +150,20 @@ def simulate(
         registry,
         spec.override("train", loss="bce"),
         train_day,
-        chain=ROOT_CHAIN,
+        chain=chain_of("root", prefix),
         use_live_parent=False,
     )
     live = {arm: root.version for arm in arms}
     results = {arm: ArmResult() for arm in arms}
+    baseline = BASELINE if BASELINE in arms else arms[0]
+    comparisons = {arm: ArmComparison() for arm in arms if arm != baseline}
     oracle: list[dict] = []
     for index, day in enumerate(eval_days, start=1):
         for arm in arms:
             started = time.perf_counter()
             on_step(f"day {index} ({day}): {arm} v{live[arm]} serves and is evaluated")
             ev = evaluate_day(ws, registry, live[arm], day)
-            registry.record_served(chain_of(arm), day, live[arm])
+            registry.record_served(chain_of(arm, prefix), day, live[arm])
             record = {"day": day, "version": live[arm], **ev.metrics}
             results[arm].days.append(record)
             if ev.oracle and len(oracle) < index:
@@ -129,9 +175,39 @@ def simulate(
                     registry,
                     spec.override("train", loss=arm),
                     day,
-                    chain=chain_of(arm),
+                    chain=chain_of(arm, prefix),
                     parent=live[arm],
                 )
                 live[arm] = trained.version
             record["seconds"] = time.perf_counter() - started
-    return SimulateResult(train_day, eval_days, results, oracle or None)
+        _compare_day(
+            ws, day, {arm: results[arm].days[-1]["version"] for arm in arms}, baseline, comparisons
+        )
+    for comparison in comparisons.values():
+        comparison.auc = statistics.pooled([d["auc"] for d in comparison.days])
+        comparison.logloss = statistics.pooled([d["logloss"] for d in comparison.days])
+    return SimulateResult(
+        train_day,
+        eval_days,
+        results,
+        oracle or None,
+        baseline,
+        comparisons,
+        seed=spec.train.seed,
+    )
+
+
+def _compare_day(
+    ws: Workspace,
+    day: str,
+    served_by: dict[str, int],
+    baseline: str,
+    comparisons: dict[str, ArmComparison],
+) -> None:
+    """Each arm against the baseline on the day's rows, which every arm's version scored."""
+    if not comparisons:
+        return
+    frame = scores_side_by_side(ws, served_by, day)
+    for arm, comparison in comparisons.items():
+        difference = compare_frame(frame, baseline, arm)
+        comparison.days.append({"day": day, "auc": difference.auc, "logloss": difference.logloss})

@@ -215,8 +215,13 @@ class TrainSpec:
 class GateSpec:
     """When a candidate may replace the live version."""
 
-    max_auc_drop: float = 0.002  # candidate AUC may be at most this much below live's
-    max_logloss_rise: float = 0.005  # candidate Logloss may be at most this much above live's
+    # Non-inferiority: promote when, at `confidence`, the candidate's AUC is not below live's by
+    # more than max_auc_drop (the interval's lower end of candidate - live is above -drop) and its
+    # Logloss not above live's by more than max_logloss_rise; paired tests on the holdout rows.
+    max_auc_drop: float = 0.002
+    max_logloss_rise: float = 0.005
+    confidence: float = 0.95  # level of the two-sided intervals the rule reads
+    min_clicks: int = 100  # fewer clicks in the holdout: inconclusive, live keeps serving
     min_auc: float = 0.55  # absolute floors: the only checks for the very first version
     max_logloss: float = 1.0
     holdout_fraction: float = 0.2  # share of the newest day kept out of training to judge on
@@ -224,6 +229,8 @@ class GateSpec:
     def validate(self) -> None:
         _check(self.max_auc_drop >= 0, "gate.max_auc_drop", "must be >= 0")
         _check(self.max_logloss_rise >= 0, "gate.max_logloss_rise", "must be >= 0")
+        _check(0 < self.confidence < 1, "gate.confidence", "must be in (0, 1)")
+        _check(self.min_clicks >= 0, "gate.min_clicks", "must be >= 0")
         _check(0 < self.holdout_fraction < 1, "gate.holdout_fraction", "must be in (0, 1)")
 
 

@@ -40,8 +40,11 @@ batch_size = 256
 learning_rate = {lr}
 seed = 3
 [gate]
-max_auc_drop = 0.01
-max_logloss_rise = 0.01
+# The tiny holdouts here (about 600 rows, 60 clicks) pin AUC to about +-0.06: wide margins, so
+# these tests exercise the cycle, not the statistics (tests/test_gate.py does that).
+max_auc_drop = 0.1
+max_logloss_rise = 0.1
+min_clicks = 20
 """
 
 

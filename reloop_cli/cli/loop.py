@@ -36,6 +36,14 @@ def simulate(
     ] = None,
     days: Annotated[int, typer.Option(help="Days to evaluate (needs days + 1 of logs).")] = 7,
     arms: Annotated[str, typer.Option(help="Comma-separated losses to compare.")] = "bce,kd,reloop",
+    seeds: Annotated[
+        int, typer.Option(help="Repeat the loop with N training seeds (spec seed, +1, ...).")
+    ] = 1,
+    world_seeds: Annotated[
+        int | None,
+        typer.Option(help="Run in N simulated worlds (synth seeds 0..N-1; 0 is the sample)."),
+    ] = None,
+    world_rows: Annotated[int, typer.Option(help="Rows per day of each simulated world.")] = 30_000,
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     spec_path: SpecOpt = None,
     ingest_days: Annotated[
@@ -47,13 +55,18 @@ def simulate(
     mlflow: MlflowOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the retraining loop day by day, baseline vs KD vs ReLoop side by side.
+    """Run the retraining loop day by day, baseline vs KD vs ReLoop side by side, each arm
+    compared with bce by paired tests on the same rows (per day and pooled).
 
-    With no FILES and an empty workspace it runs on the bundled sample data.
+    With no FILES and an empty workspace it runs on the bundled sample data. --seeds and
+    --world-seeds repeat the loop and report what holds across the repeats.
     Example: reloop simulate --days 7
+    Example: reloop simulate --days 7 --seeds 3 --world-seeds 3
     """
+    from reloop_cli.errors import BadInput
     from reloop_cli.ingest import ingest as ingest_files
     from reloop_cli.registry import Registry
+    from reloop_cli.repeats import simulate_repeats
     from reloop_cli.report import save_simulation, write_report
     from reloop_cli.resources import bundled, sample_files
     from reloop_cli.simulate import parse_arms
@@ -64,37 +77,50 @@ def simulate(
 
     def action():
         chosen = parse_arms(arms)
+        if world_seeds is not None and (files or world_seeds < 1):
+            raise BadInput("--world-seeds N: N >= 1 simulated worlds, and no FILES (it makes them)")
         with ws.lock():
             inputs, spec_file = list(files or []), spec_path
-            if not inputs and not ws.days():
+            if world_seeds is not None:
+                spec_file = spec_file or bundled("pipelines/sample.toml")
+            elif not inputs and not ws.days():
                 inputs = sample_files()
                 spec_file = spec_file or bundled("pipelines/sample.toml")
             if inputs:
                 if spec_file is None:
-                    from reloop_cli.errors import BadInput
-
                     raise BadInput("simulate FILE...: pass --spec to say how to read them")
                 spec = load_spec(spec_file)
                 note(f"ingesting {len(inputs)} file(s) into {ws.root}")
                 ingest_files(ws, spec, inputs, days=ingest_days)
-            spec = _train_overrides(
-                _spec_for(ws, spec_file), None, alpha, model, None, None, None
-            ).override("train", device=device)
-            with Registry(ws) as registry:
-                result = run_simulation(ws, registry, spec, days, chosen, on_step=note)
+            base = load_spec(spec_file) if world_seeds is not None else _spec_for(ws, spec_file)
+            spec = _train_overrides(base, None, alpha, model, None, None, None).override(
+                "train", device=device
+            )
+            if seeds > 1 or world_seeds is not None:
+                worlds = list(range(world_seeds)) if world_seeds is not None else None
+                result = simulate_repeats(
+                    ws, spec, days, chosen, seeds, worlds, world_rows, on_step=note
+                )
+            else:
+                with Registry(ws) as registry:
+                    result = run_simulation(ws, registry, spec, days, chosen, on_step=note)
             save_simulation(ws, _clean(result.to_dict()))
             report = write_report(ws)
             if mlflow:
                 from reloop_cli.tracking import track_simulation
 
-                track_simulation(mlflow, ws, spec, result)
+                for repeat in getattr(result, "repeats", [result]):
+                    track_simulation(mlflow, ws, spec, repeat)
             return result, report
 
     result, report = run_stage(action)
     if as_json:
         emit_json(result.to_dict())
         return
-    render_simulation(result)
+    if hasattr(result, "repeats"):
+        render_repeats(result)
+    else:
+        render_simulation(result)
     out.print(f"report: {report}")
 
 
@@ -165,24 +191,28 @@ def reproduce(
         return
     rows = ", ".join(f"{k} {v:,}" for k, v in result.rows.items())
     table = Table(title=f"test AUC / Logloss, mean ± std over seeds {result.seeds} ({rows})")
-    for column in ("model", "loss", "AUC", "Logloss", "ΔAUC", "ΔLogloss"):
+    for column in ("model", "loss", "AUC", "Logloss", "ΔAUC [95% CI]", "p", "ΔLogloss"):
         table.add_column(column, justify="left" if column in ("model", "loss") else "right")
     for arm in result.arms:
         (auc_m, auc_s), (ll_m, ll_s) = arm.stat("auc"), arm.stat("logloss")
         lift = result.lift(arm)
         name = arm.loss if arm.alpha is None else f"{arm.loss} alpha={arm.alpha:g}"
+        difference = result.difference(arm, "auc")
+        paired = arm.loss != "bce" and len(arm.runs) > 1
         table.add_row(
             arm.model,
             name,
             f"{auc_m:.4f} ± {auc_s:.4f}",
             f"{ll_m:.4f} ± {ll_s:.4f}",
-            "" if arm.loss == "bce" else f"{lift['auc_pct']:+.2f}%",
+            _interval(difference, signed=True) if paired else "",
+            f"{difference.p_value:.2g}" if paired else "",
             "" if arm.loss == "bce" else f"{lift['logloss_pct']:+.2f}%",
         )
     parents = {}
     for run in result.previous:
         parents.setdefault(run["model"], []).append(run["auc"])
     table.caption = (
+        "Δ: paired by seed, Student's t across seeds; "
         f"previous model: {result.parent['share']:.0%} of train, "
         f"<= {result.parent['epochs']} epochs; its test AUC "
         + ", ".join(f"{m} {sum(v) / len(v):.4f}" for m, v in parents.items())
@@ -190,8 +220,16 @@ def reproduce(
     out.print(table)
 
 
+def _interval(estimate, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{estimate.value:{sign}.4f} [{estimate.low:{sign}.4f}, {estimate.high:{sign}.4f}]"
+
+
 def render_simulation(result) -> None:
-    """Per-day next-day AUC/Logloss per arm, means, and ReLoop's lift over the baseline."""
+    """Per-day next-day AUC/Logloss per arm and their means; then each arm against bce, paired
+    on the same rows, pooled over the days, with its verdict."""
+    from reloop_cli import statistics
+
     arms = list(result.arms)
     table = Table(title="next-day AUC / Logloss (each day scored by the version trained before it)")
     table.add_column("day", no_wrap=True)
@@ -215,9 +253,57 @@ def render_simulation(result) -> None:
         means += [fmt(result.arms[arm].mean_auc), fmt(result.arms[arm].mean_logloss)]
     table.add_row(*means, style="bold", end_section=True)
     out.print(table)
-    for arm in arms:
-        lift = result.lift(arm)
-        if lift:
+    first = result.arms[arms[0]].days[0]
+    out.print(
+        f"one day's AUC is known to about ±{fmt((first['auc_high'] - first['auc_low']) / 2)} "
+        f"(95% interval, {first['rows']:,} rows, {first['clicks']:,} clicks on {first['day']})"
+    )
+    for arm, comparison in result.comparisons.items():
+        days_apart = sum(d["auc"].excludes_zero() for d in comparison.days)
+        verdicts = comparison.verdicts()
+        out.print(
+            f"{arm} vs {result.baseline}, paired over {len(comparison.days)} days: "
+            f"AUC {_interval(comparison.auc, signed=True)} ({verdicts['auc']}); "
+            f"Logloss {_interval(comparison.logloss, signed=True)} ({verdicts['logloss']}); "
+            f"{days_apart} of {len(comparison.days)} days alone exclude zero; smallest "
+            f"detectable AUC lift {fmt(statistics.detectable_difference(comparison.auc.se))}"
+        )
+    if result.comparisons:
+        out.print(
+            "[dim]These tests say whether these versions differ on these rows; whether a loss "
+            "helps needs repeats: --seeds N (and --world-seeds N on simulated data).[/]"
+        )
+
+
+def render_repeats(result) -> None:
+    """What holds across repeats: each arm's mean over them, and its lift over bce."""
+    summary = result.summary()
+    seeds = sorted({r.seed for r in result.repeats})
+    worlds = sorted({r.world for r in result.repeats if r.world is not None})
+    where = f"worlds {worlds} x " if worlds else ""
+    table = Table(
+        title=f"across {len(result.repeats)} repeats ({where}seeds {seeds}): mean [95% CI, t]"
+    )
+    for column in ("arm", "mean AUC", "mean Logloss", f"AUC lift vs {result.baseline}", "p"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    table.add_column("repeats better / worse / n.s.")
+    for arm, entry in summary.items():
+        lift = entry.get("lift_auc")
+        tally = entry.get("repeats_auc")
+        table.add_row(
+            arm,
+            _interval(entry["mean_auc"])
+            if len(result.repeats) > 1
+            else fmt(entry["mean_auc"].value),
+            fmt(entry["mean_logloss"].value),
+            _interval(lift, signed=True) if lift and len(result.repeats) > 1 else "",
+            f"{lift.p_value:.2g}" if lift and lift.p_value is not None else "",
+            f"{tally['better']} / {tally['worse']} / {tally['no_difference']}" if tally else "",
+        )
+    out.print(table)
+    for arm, entry in summary.items():
+        if "verdict_auc" in entry:
             out.print(
-                f"{arm} vs bce: AUC {lift['auc_pct']:+.2f}%, Logloss {lift['logloss_pct']:+.2f}%"
+                f"{arm} vs {result.baseline}: AUC {entry['verdict_auc']}; "
+                f"Logloss {entry['verdict_logloss']}"
             )

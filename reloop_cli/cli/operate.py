@@ -63,11 +63,12 @@ def run_command(
 ) -> None:
     """One scheduled retraining cycle: ingest, serve, train, judge, promote through the gate.
 
-    Exit codes: 0 done or nothing new, 2 bad input, 3 locked, 4 gate refused, 1 internal error.
+    Exit codes: 0 done or nothing new, 2 bad input, 3 locked, 4 gate refused, 5 inconclusive
+    (too few holdout clicks to judge; live keeps serving), 1 internal error.
     Example (cron): reloop run --spec pipelines/sample.toml --logs /data/clicks/ -w /srv/reloop
     """
     from reloop_cli.cycle import plan_cycle, run_cycle
-    from reloop_cli.errors import EXIT_GATE_REFUSED
+    from reloop_cli.errors import EXIT_GATE_REFUSED, EXIT_INCONCLUSIVE
     from reloop_cli.registry import Registry
     from reloop_cli.report import write_report
     from reloop_cli.spec import load_spec
@@ -106,6 +107,8 @@ def run_command(
         out.print(_cycle_summary(result))
     if result.outcome == "rejected":
         raise typer.Exit(EXIT_GATE_REFUSED)
+    if result.outcome == "inconclusive":
+        raise typer.Exit(EXIT_INCONCLUSIVE)
 
 
 def _late_summary(result) -> str:
@@ -138,20 +141,32 @@ def _cycle_outcome(result) -> str:
     gate = result.gate or {}
     cand = gate.get("candidate", {})
     text = (
-        f"{result.day}: candidate v{result.candidate} holdout AUC {fmt(cand.get('auc'))} "
+        f"{result.day}: candidate v{result.candidate} on {cand.get('rows', 0):,} holdout rows "
+        f"({cand.get('clicks', 0):,} clicks): AUC {fmt(cand.get('auc'))}, "
         f"Logloss {fmt(cand.get('logloss'))}"
     )
-    if gate.get("live"):
+    difference = gate.get("difference")
+    if difference:
+        level = f"{gate['rule']['confidence']:.0%}"
+        auc, logloss = difference["auc"], difference["logloss"]
         text += (
-            f" vs live v{result.live_before} AUC {fmt(gate['live']['auc'])} "
-            f"Logloss {fmt(gate['live']['logloss'])}"
+            f"; minus live v{result.live_before}: AUC {auc['value']:+.4f} "
+            f"[{auc['low']:+.4f}, {auc['high']:+.4f}], Logloss {logloss['value']:+.4f} "
+            f"[{logloss['low']:+.4f}, {logloss['high']:+.4f}] ({level} intervals)"
         )
     elif gate.get("first_version"):
         text += " (first version: absolute thresholds only)"
+    rule = gate.get("rule", {})
     verdict = {
         "promoted": "promoted" + (" (FORCED past the gate)" if gate.get("forced") else ""),
         "rejected": "rejected: " + "; ".join(gate.get("reasons", [])),
+        "inconclusive": "inconclusive, live keeps serving: " + "; ".join(gate.get("reasons", [])),
     }[result.outcome]
+    if result.outcome == "promoted" and difference and not gate.get("forced"):
+        verdict += (
+            f" (not worse than live by more than {rule['max_auc_drop']} AUC / "
+            f"{rule['max_logloss_rise']} Logloss at {rule['confidence']:.0%})"
+        )
     return f"{text} -> {verdict}"
 
 

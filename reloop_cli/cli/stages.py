@@ -266,8 +266,16 @@ def evaluate(
     m = result.metrics
     table = Table("metric", f"v{version}", *(["oracle"] if result.oracle else []), title=f"{day}")
     oracle = result.oracle or {}
-    table.add_row("AUC", fmt(m["auc"]), *([fmt(oracle["auc"])] if oracle else []))
-    table.add_row("Logloss", fmt(m["logloss"]), *([fmt(oracle["logloss"])] if oracle else []))
+    table.add_row(
+        "AUC [95% CI]",
+        f"{fmt(m['auc'])} [{fmt(m['auc_low'])}, {fmt(m['auc_high'])}]",
+        *([fmt(oracle["auc"])] if oracle else []),
+    )
+    table.add_row(
+        "Logloss [95% CI]",
+        f"{fmt(m['logloss'])} [{fmt(m['logloss_low'])}, {fmt(m['logloss_high'])}]",
+        *([fmt(oracle["logloss"])] if oracle else []),
+    )
     for key in ("rows", "clicks"):
         table.add_row(key, f"{m[key]:,}", *([""] if oracle else []))
     for key, label in (
@@ -278,3 +286,64 @@ def evaluate(
     ):
         table.add_row(label, fmt(m[key]), *([""] if oracle else []))
     out.print(table)
+    out.print(
+        f"smallest AUC difference these {m['rows']:,} rows ({m['clicks']:,} clicks) could detect "
+        f"between two versions: {fmt(m['detectable_auc_difference'])} (95% confidence, 80% power; "
+        "`reloop compare` pairs two versions on the same rows and detects less)"
+    )
+
+
+@app.command(rich_help_panel=PANEL)
+def compare(
+    version_a: Annotated[int, typer.Argument(help="The reference version (e.g. the live one).")],
+    version_b: Annotated[int, typer.Argument(help="The version compared with it.")],
+    day: DayOpt,
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    confidence: Annotated[float, typer.Option(help="Level of the intervals.")] = 0.95,
+    as_json: JsonOpt = False,
+) -> None:
+    """Is B better than A on DAY, or is it noise? Paired tests on the same rows: DeLong's for
+    AUC, the mean per-row difference for Logloss, each with its interval and p-value.
+
+    Example: reloop compare 3 4 --day 2024-01-05
+    """
+    from reloop_cli.compare import compare_versions
+    from reloop_cli.errors import BadInput
+
+    ws = Workspace(workspace)
+
+    def action():
+        if not 0 < confidence < 1:
+            raise BadInput(f"--confidence: {confidence} is not in (0, 1)")
+        with ws.lock():
+            return compare_versions(ws, version_a, version_b, day, confidence)
+
+    result = run_stage(action)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    level = f"{confidence:.0%}"
+    diff, verdicts = result.difference, result.verdicts()
+    table = Table(
+        "metric",
+        f"v{result.a}",
+        f"v{result.b}",
+        f"v{result.b} - v{result.a} [{level} CI]",
+        "p",
+        title=f"{day}: {diff.rows:,} rows, {diff.clicks:,} clicks",
+    )
+    for key, name in (("auc", "AUC"), ("logloss", "Logloss")):
+        estimate = getattr(diff, key)
+        table.add_row(
+            name,
+            fmt(result.metrics_a[key]),
+            fmt(result.metrics_b[key]),
+            f"{estimate.value:+.4f} [{estimate.low:+.4f}, {estimate.high:+.4f}]",
+            f"{estimate.p_value:.2g}",
+        )
+    out.print(table)
+    out.print(f"AUC: {verdicts['auc']}; Logloss: {verdicts['logloss']}")
+    out.print(
+        f"smallest AUC difference this paired comparison detects: "
+        f"{fmt(result.detectable_auc_difference)} ({level} confidence, 80% power)"
+    )
