@@ -6,7 +6,9 @@ Prints one line per figure with its ratio to the reference measured in the same 
 2. the same as a fraction of this machine's matmul FLOP/s;
 3. the reloop loss's training cost over bce (same model, data, seed);
 4. ingest (CSV -> day-partitioned Parquet) and the ỹ_last window join, rows/s;
-5. scoring throughput, rows/s.
+5. scoring throughput, rows/s;
+6. a training step's time as the embedding table grows from 26,000 to 10.4M rows, dense vs
+   sparse updates (`benchmarks/embeddings.py`).
 Training and scoring use random rows with Frappe's ten field sizes (69,265 rows: the training
 part of its 8:1:1 split); ingest and the join run on a 10M-row synthetic log. FuxiCTR side by
 side is `python -m benchmarks.versus_fuxictr` (it needs its own virtual environment), and the
@@ -25,12 +27,14 @@ import numpy as np
 import polars as pl
 import torch
 
+from benchmarks import embeddings
 from reloop_cli.features import TensorTable
 from reloop_cli.fitting import train_epoch
 from reloop_cli.ingest import ingest
 from reloop_cli.losses import training_loss
 from reloop_cli.models import build_model
 from reloop_cli.models.dropout import Dropout
+from reloop_cli.optimizers import Optimizer, wants_sparse
 from reloop_cli.score import SCORE_BATCH, predict
 from reloop_cli.spec import ModelSpec, TrainSpec, spec_from_dict
 from reloop_cli.train import attach_last
@@ -127,7 +131,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     def epoch(loss: str, alpha: float) -> None:
         model = fresh()
-        train_epoch(model, table, settings, torch.optim.Adam(model.parameters()), loss, alpha, g)
+        sparse = wants_sparse(settings.embedding_updates, model)
+        optimizer = Optimizer(model, 1e-3, sparse, settings.embedding_l2)
+        train_epoch(model, table, settings, optimizer, loss, alpha, g)
 
     # Warm up (thread pools, allocator), then interleave the loops and the matmul round by
     # round: rates are each one's best round, and the reloop/bce cost is the median of the
@@ -226,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"scoring DeepFM: {rows / chosen:,.0f} rows/s in batches of {SCORE_BATCH}; "
         f"{rows / large:,.0f} rows/s in batches of 16384 (ratio {large / chosen:.2f})"
     )
+    figures.update(embeddings.main(["--quick"] if args.quick else []))
     return figures
 
 

@@ -1,10 +1,15 @@
-"""`python -m benchmarks.scale`: the loop at scale, day by day, with its time and memory.
+"""`python -m benchmarks.scale`: the loop at scale, day by day, with its time, memory and table.
 
 `reloop synth` writes `days + 1` days of `rows` rows, `reloop ingest` partitions them, then
-`reloop simulate --arms reloop` runs the whole loop in a child process. Each day's seconds come
-from simulate's JSON (serve + evaluate + train); the peak resident memory is the child's own,
-from the kernel's accounting (`os.wait4`'s `ru_maxrss`). Memory must not grow
-with the days because data is streamed by day and by batch; neither must the time per day.
+`reloop simulate --arms reloop` runs the whole loop in a child process. Each day's seconds and the
+child's peak resident memory so far come from simulate's JSON (serve + evaluate + train; memory
+from the kernel's accounting), and the embedding table's rows from each version's meta.json.
+
+With churn (`--new-items`, `--new-users`, `--lifetime`) the world brings that many new ids a day
+and retires them after a lifetime, as real logs do; `--evict-after N` runs the loop twice on the
+same logs, once evicting values not seen for N days (`vocabulary.evict_after_days`) and once
+keeping every value, and prints both side by side: with eviction the table, the memory and the
+time per day must level off after the horizon, at no cost in next-day AUC.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 SPEC = Path(__file__).with_name("scale.toml")
 
 
-def reloop(*args: str) -> tuple[str, float, float]:
+def reloop(*args: str, env: dict | None = None) -> tuple[str, float, float]:
     """Run one `reloop` command in a child; return its stdout, seconds and peak RSS in MiB.
 
     `os.wait4` gives the kernel's resource usage of that one child, so each command's peak is
@@ -29,7 +34,10 @@ def reloop(*args: str) -> tuple[str, float, float]:
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(
-            [sys.executable, "-m", "reloop_cli", "--quiet", *args], stdout=out, stderr=err
+            [sys.executable, "-m", "reloop_cli", "--quiet", *args],
+            stdout=out,
+            stderr=err,
+            env={**os.environ, **(env or {})},
         )
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - start
@@ -40,57 +48,126 @@ def reloop(*args: str) -> tuple[str, float, float]:
         return out.read(), seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
-def run(days: int, rows: int, workdir: Path) -> dict:
-    logs, ws = workdir / "logs", workdir / "ws"
-    _, synth_s, _ = reloop(
-        "synth", "--out", str(logs), "--days", str(days + 1), "--rows-per-day", str(rows)
+def make_logs(args: argparse.Namespace, logs: Path) -> None:
+    churn = []
+    if args.new_items or args.new_users:
+        churn = [
+            *("--users", str(args.users), "--items", str(args.items)),
+            *("--new-items-per-day", str(args.new_items)),
+            *("--new-users-per-day", str(args.new_users)),
+            *("--item-lifetime-days", str(args.lifetime)),
+            *("--user-lifetime-days", str(2 * args.lifetime)),
+        ]
+    _, seconds, _ = reloop(
+        *("synth", "--out", str(logs), "--days", str(args.days + 1)),
+        *("--rows-per-day", str(args.rows), *churn),
     )
-    print(f"synth {days + 1} days x {rows:,} rows: {synth_s:.0f}s")
+    print(f"synth {args.days + 1} days x {args.rows:,} rows: {seconds:.0f}s")
+
+
+def loop(workdir: Path, logs: Path, days: int, env: dict, label: str) -> dict:
+    """Ingest and simulate in a fresh workspace; per-day figures of the reloop arm."""
+    ws = workdir / f"ws-{label}"
     files = sorted(str(p) for p in logs.glob("*.parquet"))
     _, ingest_s, ingest_mib = reloop("ingest", "--spec", str(SPEC), "-w", str(ws), *files)
-    total = (days + 1) * rows
-    print(
-        f"ingest {total:,} rows: {ingest_s:.0f}s ({total / ingest_s:,.0f} rows/s), "
-        f"peak RSS {ingest_mib:,.0f} MiB"
-    )
     out, sim_s, sim_mib = reloop(
-        "simulate", "--days", str(days), "--arms", "reloop", "-w", str(ws), "--json"
+        *("simulate", "--days", str(days), "--arms", "reloop", "-w", str(ws), "--json"), env=env
     )
     result = json.loads(out)
-    per_day = [d["seconds"] for d in result["arms"]["reloop"]["days"]]
-    # The last day is only evaluated (no newer day to judge a new version on): compare the
-    # second day with the last day that also trained.
-    second, last = per_day[1], per_day[-2]
-    print(f"simulate --days {days} (reloop arm): {sim_s:.0f}s, peak RSS {sim_mib:,.0f} MiB")
-    print(
-        f"seconds per day (serve + eval + train): day 2 {second:.1f}s, day {len(per_day) - 1} "
-        f"{last:.1f}s (ratio {last / second:.2f}); min {min(per_day[:-1]):.1f}s, "
-        f"max {max(per_day[:-1]):.1f}s"
-    )
+    per_day = result["arms"]["reloop"]["days"]
+    table_rows = []
+    for day in per_day:
+        meta = json.loads((ws / "models" / f"v{day['version']:04d}" / "meta.json").read_text())
+        table_rows.append(sum(meta["field_sizes"]))
     return {
-        "days": days,
-        "rows_per_day": rows,
-        "seconds_per_day": per_day,
-        "last_over_second_day": last / second,
-        "simulate_peak_rss_mib": sim_mib,
-        "ingest_peak_rss_mib": ingest_mib,
-        "simulate_seconds": sim_s,
+        "label": label,
+        "seconds_per_day": [d["seconds"] for d in per_day],
+        "peak_rss_mib_per_day": [d["peak_rss_mib"] for d in per_day],
+        "table_rows_per_day": table_rows,
         "mean_auc": result["arms"]["reloop"]["mean_auc"],
+        "simulate_seconds": sim_s,
+        "simulate_peak_rss_mib": sim_mib,
+        "ingest_seconds": ingest_s,
+        "ingest_peak_rss_mib": ingest_mib,
     }
+
+
+def _ratio(values: list[float], early: int, late: int) -> float:
+    return values[late] / values[early]
+
+
+def report(run: dict, early: int, late: int) -> None:
+    seconds = run["seconds_per_day"]
+    print(
+        f"[{run['label']}] simulate {run['simulate_seconds']:.0f}s, peak RSS "
+        f"{run['simulate_peak_rss_mib']:,.0f} MiB; ingest {run['ingest_seconds']:.0f}s, peak RSS "
+        f"{run['ingest_peak_rss_mib']:,.0f} MiB; mean next-day AUC {run['mean_auc']:.4f}"
+    )
+    print(
+        f"[{run['label']}] day {late + 1} over day {early + 1}: seconds "
+        f"{seconds[late]:.1f}/{seconds[early]:.1f} = {_ratio(seconds, early, late):.2f}, "
+        f"table rows "
+        f"{run['table_rows_per_day'][late]:,}/{run['table_rows_per_day'][early]:,} = "
+        f"{_ratio(run['table_rows_per_day'], early, late):.2f}, peak RSS so far "
+        f"{run['peak_rss_mib_per_day'][late]:,.0f}/{run['peak_rss_mib_per_day'][early]:,.0f} MiB = "
+        f"{_ratio(run['peak_rss_mib_per_day'], early, late):.2f}"
+    )
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict:
+    logs = workdir / "logs"
+    if not any(logs.glob("*.parquet")):
+        make_logs(args, logs)
+    # The last day is only evaluated (no newer day to judge a new version on): compare the
+    # early day with the last day that also trained.
+    late = args.days - 2
+    early = min(args.early - 1, late)
+    runs = []
+    if args.evict_after:
+        env = {"RELOOP_VOCABULARY_EVICT_AFTER_DAYS": str(args.evict_after)}
+        runs.append(loop(workdir, logs, args.days, env, f"evict after {args.evict_after} days"))
+    runs.append(loop(workdir, logs, args.days, {}, "keep every value"))
+    for entry in runs:
+        report(entry, early, late)
+    figures: dict = {"days": args.days, "rows_per_day": args.rows, "runs": runs}
+    if args.evict_after:
+        evicting, keeping = runs
+        figures["auc_difference"] = evicting["mean_auc"] - keeping["mean_auc"]
+        print(
+            f"mean next-day AUC with eviction minus without: {figures['auc_difference']:+.4f}; "
+            f"table rows on day {late + 1}: {evicting['table_rows_per_day'][late]:,} vs "
+            f"{keeping['table_rows_per_day'][late]:,}"
+        )
+    main_run = runs[0]
+    figures.update(
+        seconds_per_day=main_run["seconds_per_day"],
+        simulate_peak_rss_mib=main_run["simulate_peak_rss_mib"],
+        mean_auc=main_run["mean_auc"],
+    )
+    return figures
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale")
     parser.add_argument("--days", type=int, default=31, help="days evaluated (one more is made)")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per day")
-    parser.add_argument("--workdir", type=Path, help="keep the logs and workspace here")
+    parser.add_argument("--early", type=int, default=2, help="the day the last is compared with")
+    parser.add_argument("--users", type=int, default=2_000_000, help="users on day 0 (churn)")
+    parser.add_argument("--items", type=int, default=1_000_000, help="items on day 0 (churn)")
+    parser.add_argument("--new-items", type=int, default=0, help="new items a day")
+    parser.add_argument("--new-users", type=int, default=0, help="new users a day")
+    parser.add_argument("--lifetime", type=int, default=14, help="days before an item retires")
+    parser.add_argument(
+        "--evict-after", type=int, default=0, help="also run with this eviction, side by side"
+    )
+    parser.add_argument("--workdir", type=Path, help="keep the logs and workspaces here")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.workdir:
-        figures = run(args.days, args.rows, args.workdir)
+        figures = run(args, args.workdir)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            figures = run(args.days, args.rows, Path(tmp))
+            figures = run(args, Path(tmp))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return figures

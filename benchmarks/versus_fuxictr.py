@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from reloop_cli.features import empty_vocab, encode, extend_vocab, vocab_sizes
+from reloop_cli import vocabulary
+from reloop_cli.features import encode
 from reloop_cli.fitting import fit, predict_batches
 from reloop_cli.ingest import ingest, load_files
 from reloop_cli.metrics import auc, logloss
@@ -74,8 +75,8 @@ def reloop_preprocess(data: Path) -> float:
     ws = Workspace(data / "reloop-ws")
     ingest(ws, CSV_SPEC, [data / f"{n}.csv" for n in ("train", "valid", "test")], days=1)
     logs = ws.scan_logs(ws.days())
-    vocab = extend_vocab(empty_vocab(), CSV_SPEC, logs)
-    encode(logs, CSV_SPEC, vocab, vocab_sizes(vocab, CSV_SPEC)).collect()
+    vocab, sizes = vocabulary.build(CSV_SPEC, logs)
+    encode(logs, CSV_SPEC, vocab, sizes).collect()
     return time.perf_counter() - start
 
 

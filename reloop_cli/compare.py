@@ -31,6 +31,7 @@ class Comparison:
     metrics_a: dict
     metrics_b: dict
     difference: statistics.Paired
+    offpolicy: dict | None = None  # where the day has logged slates: each version's online CTR
 
     @property
     def detectable_auc_difference(self) -> float:
@@ -55,6 +56,7 @@ class Comparison:
             "difference": self.difference.to_dict(),
             "detectable_auc_difference": self.detectable_auc_difference,
             "verdict": self.verdicts(),
+            "offpolicy": self.offpolicy,
         }
 
 
@@ -101,4 +103,17 @@ def compare_versions(
         summarise(label, frame["a"].to_numpy()),
         summarise(label, frame["b"].to_numpy()),
         compare_frame(frame, "a", "b", confidence),
+        offpolicy_ctr(ws, day, {"a": a, "b": b}),
     )
+
+
+def offpolicy_ctr(ws: Workspace, day: str, versions: dict[str, int]) -> dict | None:
+    """Each version's online CTR estimated from the day's logged slates (IPS and SNIPS), and
+    the logging policy's observed CTR; None where the day has no slates."""
+    from reloop_cli.slates import LoggedDay, has_slates
+
+    if not has_slates(ws, day):
+        return None
+    logged = LoggedDay(ws, day)
+    out = {name: logged.estimate(ws, version).to_dict() for name, version in versions.items()}
+    return {**out, "logging_ctr": logged.observed().to_dict(), "policy": logged.policy.__dict__}

@@ -20,10 +20,10 @@ from reloop_cli.ingest import (
     SERVED_PCTR,
     IngestResult,
     ingest,
-    is_ingested,
     load_files,
 )
 from reloop_cli.inputs import InputFile, discover
+from reloop_cli.manifest import is_ingested
 from reloop_cli.registry import Registry
 from reloop_cli.score import score_day
 from reloop_cli.spec import Spec

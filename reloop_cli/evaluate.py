@@ -25,6 +25,7 @@ class EvalResult:
     metrics: dict[str, float]
     oracle: dict[str, float] | None = None
     calibration: list[dict] = field(default_factory=list)
+    offpolicy: dict | None = None  # the version's online CTR from the day's logged slates
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,8 +44,12 @@ def labelled_scores(ws: Workspace, version: int, day: str) -> pl.DataFrame:
     )
 
 
-def evaluate_day(ws: Workspace, registry: Registry, version: int, day: str) -> EvalResult:
-    """Score (if not yet scored) and measure one day; the metrics go to the registry too."""
+def evaluate_day(
+    ws: Workspace, registry: Registry, version: int, day: str, with_offpolicy: bool = False
+) -> EvalResult:
+    """Score (if not yet scored) and measure one day; the metrics go to the registry too. With
+    `with_offpolicy`, where the day has logged slates, also the version's online CTR estimated
+    off-policy from them."""
     score_day(ws, version, day)
     joined = labelled_scores(ws, version, day)
     has_oracle = ORACLE in joined.columns
@@ -56,4 +61,9 @@ def evaluate_day(ws: Workspace, registry: Registry, version: int, day: str) -> E
         oracle_summary = summarise(label, joined[ORACLE].to_numpy())
         oracle = {"auc": oracle_summary["auc"], "logloss": oracle_summary["logloss"]}
     registry.record_metrics(version, day, {**metrics, "oracle": oracle})
-    return EvalResult(version, day, metrics, oracle, calibration_buckets(label, pctr))
+    estimate = None
+    if with_offpolicy:
+        from reloop_cli.compare import offpolicy_ctr
+
+        estimate = offpolicy_ctr(ws, day, {"version": version})
+    return EvalResult(version, day, metrics, oracle, calibration_buckets(label, pctr), estimate)

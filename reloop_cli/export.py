@@ -16,9 +16,10 @@ import polars as pl
 import torch
 from torch import nn
 
+from reloop_cli import vocabulary
 from reloop_cli.checkpoint import load_version
 from reloop_cli.errors import BadInput
-from reloop_cli.features import categorical_fields, dense_fields, field_slots, load_vocab
+from reloop_cli.features import categorical_fields, dense_fields, field_slots
 from reloop_cli.workspace import Workspace
 
 FORMATS = ("torchscript", "onnx")
@@ -89,10 +90,14 @@ def export_version(ws: Workspace, version: int, fmt: str, out: Path) -> ExportRe
 
 def _feature_map(ws: Workspace, loaded) -> dict:
     spec, sizes = loaded.spec, loaded.meta["field_sizes"]
-    vocab = load_vocab(ws)
-    fields = {}
+    view = vocabulary.for_version(ws, loaded.meta)
+    fields, hashed = {}, {}
     for name, size in zip(categorical_fields(spec), sizes, strict=True):
-        rows = vocab.filter((pl.col("field") == name) & (pl.col("index") < size))
+        buckets = spec.vocabulary.policy(name, spec.train.min_count).hash_buckets
+        if buckets:
+            hashed[name] = {"buckets": buckets}
+            continue
+        rows = view.filter((pl.col("field") == name) & (pl.col("index") < size))
         fields[name] = dict(zip(rows["value"].to_list(), rows["index"].to_list(), strict=True))
     return {
         "categorical_fields": categorical_fields(spec),
@@ -102,4 +107,8 @@ def _feature_map(ws: Workspace, loaded) -> dict:
         "out_of_vocabulary_index": 0,
         "numeric_transform": spec.data.numeric_transform,
         "vocabulary": fields,
+        # A hashed field keeps no vocabulary: index = 1 + FNV-1a-64(UTF-8 bytes of the value,
+        # "<null>" for a missing one) mod buckets.
+        "hashed_fields": hashed,
+        "hash": "fnv1a64",
     }

@@ -1,9 +1,9 @@
-"""Raw feature values -> embedding row indices that stay the same from one version to the next.
+"""Raw feature values -> embedding row indices and tensors a model reads.
 
-The vocabulary (features/vocab.parquet: field, value, index) only ever grows: a value keeps its
-row forever, so a warm-started version finds the parent's embedding for it on the same row. Row 0
-of every field is the out-of-vocabulary row: a value never seen (or seen after the model was
-trained, beyond the model's size) maps there and scoring never breaks on it.
+Which value holds which row is the vocabulary's business (`vocabulary.py`: admission, capacity,
+eviction, hashing); `encode` applies a vocabulary view (the assignments valid at a version's
+generation) to rows. Row 0 of every field is the out-of-vocabulary row: a value never seen, since
+evicted, or newer than the model maps there and scoring never breaks on it.
 
 A multivalued field (a list of tags) shares one vocabulary of its values and becomes
 `data.max_values` index columns: the row's first known values, then 0 as padding. Unknown tags are
@@ -22,11 +22,8 @@ import torch
 
 from reloop_cli.errors import BadInput
 from reloop_cli.spec import Spec, spec_from_dict, with_environment
+from reloop_cli.vocabulary import NULL_TOKEN, OOV_INDEX, hashed_rows
 from reloop_cli.workspace import Workspace
-
-OOV_INDEX = 0
-NULL_TOKEN = "<null>"
-VOCAB_SCHEMA = {"field": pl.String, "value": pl.String, "index": pl.Int32}
 
 
 def categorical_fields(spec: Spec) -> list[str]:
@@ -47,7 +44,7 @@ def dense_fields(spec: Spec) -> list[str]:
     return list(spec.data.numeric) if spec.data.numeric_transform == "log" else []
 
 
-def _token(spec: Spec, name: str) -> pl.Expr:
+def token(spec: Spec, name: str) -> pl.Expr:
     """The string a raw value is looked up by (one row per tag for a multivalued field, which
     only the vocabulary asks for)."""
     if name in spec.data.multivalued:
@@ -65,72 +62,20 @@ def _dense(name: str) -> pl.Expr:
     return (value.sign() * value.abs().log1p()).cast(pl.Float32)
 
 
-def vocab_path(ws: Workspace) -> Path:
-    return ws.features / "vocab.parquet"
-
-
-def empty_vocab() -> pl.DataFrame:
-    return pl.DataFrame(schema=VOCAB_SCHEMA)
-
-
-def load_vocab(ws: Workspace) -> pl.DataFrame:
-    path = vocab_path(ws)
-    return pl.read_parquet(path) if path.exists() else empty_vocab()
-
-
-def extend_vocab(vocab: pl.DataFrame, spec: Spec, rows: pl.LazyFrame) -> pl.DataFrame:
-    """`vocab` plus the values of `rows` seen at least `min_count` times, appended per field in
-    sorted order after the field's current last row; existing rows never move."""
-    additions = []
-    for name in categorical_fields(spec):
-        counts = (
-            rows.select(_token(spec, name).alias("value"))
-            .drop_nulls()
-            .group_by("value")
-            .len()
-            .filter(pl.col("len") >= spec.train.min_count)
-            .select("value")
-            .collect()
-        )
-        known = vocab.filter(pl.col("field") == name)
-        new = counts.join(known.select("value"), on="value", how="anti").sort("value")
-        if new.height == 0:
-            continue
-        start = int(known["index"].max() or OOV_INDEX) + 1
-        additions.append(
-            new.select(
-                pl.lit(name).alias("field"),
-                pl.col("value"),
-                pl.int_range(start, start + new.height, dtype=pl.Int32).alias("index"),
-            )
-        )
-    return pl.concat([vocab, *additions], how="vertical") if additions else vocab
-
-
-def grow_vocab(ws: Workspace, spec: Spec, rows: pl.LazyFrame, save: bool = True) -> pl.DataFrame:
-    """Extend the workspace's vocabulary with a window's values and save it (atomically; with
-    `save=False`, as every rank but the first does under torchrun, only compute it)."""
-    vocab = load_vocab(ws)
-    grown = extend_vocab(vocab, spec, rows)
-    if save and grown.height != vocab.height:
-        ws.write_parquet(grown, vocab_path(ws))
-    return grown
-
-
-def vocab_sizes(vocab: pl.DataFrame, spec: Spec) -> list[int]:
-    """Embedding rows per categorical field: the largest index plus one (row 0 is OOV)."""
-    sizes = []
-    for name in categorical_fields(spec):
-        top = vocab.filter(pl.col("field") == name)["index"].max()
-        sizes.append(int(top or OOV_INDEX) + 1)
-    return sizes
-
-
 def encode(rows: pl.LazyFrame, spec: Spec, vocab: pl.DataFrame, sizes: list[int]) -> pl.LazyFrame:
     """Replace each categorical field by its row index (< the model's size) and each dense field
-    by its transformed value; other columns pass through."""
+    by its transformed value; other columns pass through. `vocab` is a view (field, value,
+    index) at the model's generation (`vocabulary.at`)."""
     exprs = []
     for name, size in zip(categorical_fields(spec), sizes, strict=True):
+        buckets = spec.vocabulary.policy(name, spec.train.min_count).hash_buckets
+        if buckets:  # no vocabulary: the value's stable hash picks the row
+            exprs.append(
+                token(spec, name)
+                .map_batches(lambda s, n=buckets: hashed_rows(s, n), return_dtype=pl.Int32)
+                .alias(name)
+            )
+            continue
         table = vocab.filter((pl.col("field") == name) & (pl.col("index") < size))
         if name in spec.data.multivalued:
             tag = pl.element().replace_strict(
@@ -139,7 +84,7 @@ def encode(rows: pl.LazyFrame, spec: Spec, vocab: pl.DataFrame, sizes: list[int]
             known = pl.col(name).list.eval(tag.filter(tag != OOV_INDEX))
             exprs.append(known.list.head(spec.data.max_values).alias(name))
             continue
-        index = _token(spec, name).replace_strict(
+        index = token(spec, name).replace_strict(
             table["value"], table["index"], default=OOV_INDEX, return_dtype=pl.Int32
         )
         exprs.append(index.alias(name))
@@ -190,7 +135,10 @@ def to_tensors(frame: pl.DataFrame, spec: Spec, y_last_column: str | None = None
         if dens
         else np.zeros((n, 0), np.float32)
     )
-    label = frame["label"].cast(pl.Float32).to_numpy(writable=True)
+    if "label" in frame.columns:
+        label = frame["label"].cast(pl.Float32).to_numpy(writable=True)
+    else:  # rows to score that nobody has labelled yet (a request's candidates)
+        label = np.zeros(n, np.float32)
     if y_last_column and y_last_column in frame.columns:
         y_last = (
             frame[y_last_column].cast(pl.Float32).fill_null(float("nan")).to_numpy(writable=True)

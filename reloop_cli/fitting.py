@@ -1,9 +1,15 @@
 """The optimisation loop shared by daily training and the paper's static protocol.
 
-Adam over shuffled batches; after each epoch the validation slice is scored and the monitored
-metric decides: better -> remember these weights; not better -> multiply the learning rate by
+Adam over shuffled batches (SparseAdam on the embedding rows a batch touches, for large tables:
+`optimizers.py`); after each epoch the validation slice is scored and the monitored metric
+decides: better -> remember these weights; not better -> multiply the learning rate by
 `plateau_factor` (reduce-on-plateau) and, after `patience` such epochs, stop. The best epoch's
 weights are restored at the end (FuxiCTR's schedule, without its fixed checkpoint path).
+
+The embedding regulariser, lambda/2 * ||e||^2, applies to the rows a batch touches, each once
+(the convention of sparse CTR trainers): a step's cost and effect stay with the rows it uses.
+`train.embedding_l2_rows = "all"` regularises every row every step instead (FuxiCTR's form, for
+small tables learned densely: docs/RESULTS.md measures both on Frappe).
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from reloop_cli import distributed, progress
 from reloop_cli.faults import crash_point
 from reloop_cli.losses import training_loss
 from reloop_cli.metrics import auc, logloss
 from reloop_cli.models import CTRModel
+from reloop_cli.optimizers import Optimizer, wants_sparse
 from reloop_cli.spec import TrainSpec
 
 
@@ -36,6 +44,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)  # per epoch: loss, validation metrics, lr
     best_epoch: int = 0
     stopped_early: bool = False
+    sparse: bool = False  # whether the embedding tables learned by sparse updates
 
     @property
     def best(self) -> dict:
@@ -86,34 +95,50 @@ def validate(model: CTRModel, data: Batches) -> dict:
     return {"val_auc": auc(label, prob), "val_logloss": logloss(label, prob)}
 
 
+def embedding_penalty(
+    model: torch.nn.Module, categorical: torch.Tensor, rows: str = "touched"
+) -> torch.Tensor:
+    """Sum of squares of the table rows this batch looks up, each row once (`rows="all"`:
+    of every row, FuxiCTR's form)."""
+    network = getattr(model, "module", model)
+    total = torch.zeros((), device=categorical.device)
+    for module in network.embedding_tables():
+        weight = module.table.weight
+        if rows == "all":
+            total = total + weight.pow(2).sum()
+            continue
+        touched = module.touched_rows(categorical)
+        total = total + F.embedding(touched, weight, sparse=module.table.sparse).pow(2).sum()
+    return total
+
+
 def train_epoch(
     model: CTRModel,
     data: Batches,
     settings: TrainSpec,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     loss: str,
     alpha: float,
     generator: torch.Generator,
 ) -> tuple[float, int]:
-    """One pass over `data`; returns the mean objective and the number of rows seen."""
+    """One pass over `data`; returns the mean loss (without the regulariser) and the number of
+    rows seen."""
     model.train()
     device = _model_device(model)
-    network = getattr(model, "module", model)  # the model itself, also when DDP wraps it
-    tables = [m.table.weight for m in network.embedding_tables()]
     total, rows = torch.zeros((), device=device), 0
     steps = -(-len(data) // settings.batch_size) if hasattr(data, "__len__") else None
     with progress.task(f"training ({loss})", steps) as bar:
         for batch in data.batches(settings.batch_size, generator):
             categorical, dense, label, y_last = (t.to(device, non_blocking=True) for t in batch)
             objective = training_loss(loss, model(categorical, dense), label, y_last, alpha)
-            if settings.embedding_l2 > 0:  # FuxiCTR's embedding regulariser: lambda/2 * ||E||^2
-                objective = objective + settings.embedding_l2 / 2 * sum(
-                    t.pow(2).sum() for t in tables
-                )
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
+            regularised = objective
+            if settings.embedding_l2 > 0 and not optimizer.sparse:  # sparse: RowAdam adds it
+                penalty = embedding_penalty(model, categorical, settings.embedding_l2_rows)
+                regularised = objective + settings.embedding_l2 / 2 * penalty
+            optimizer.zero_grad()
+            regularised.backward()
             if settings.max_grad_norm > 0:  # FuxiCTR clips at 10 by default
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                optimizer.clip_grad_norm(settings.max_grad_norm)
             optimizer.step()
             total += objective.detach() * len(label)  # stays on the device: no sync per batch
             rows += len(label)
@@ -135,6 +160,9 @@ def fit(
     DDP averages the gradients; the per-rank batch is the spec's batch over the world size."""
     device = distributed.init(resolve_device(settings.device))
     model.to(device)
+    sparse = wants_sparse(settings.embedding_updates, model, settings.embedding_l2_rows)
+    # Built before DDP, which reads which tables are sparse when it wraps the model.
+    optimizer = Optimizer(model, settings.learning_rate, sparse, settings.embedding_l2)
     trained: torch.nn.Module = model
     if distributed.is_distributed():
         trained = torch.nn.parallel.DistributedDataParallel(
@@ -145,12 +173,11 @@ def fit(
         settings = dataclasses.replace(
             settings, batch_size=max(1, settings.batch_size // distributed.world_size())
         )
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     generator = torch.Generator().manual_seed(seed)
-    result = FitResult()
+    result = FitResult(sparse=sparse)
     best_score, best_state, waited = -math.inf, None, 0
     for epoch in range(1, settings.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
+        lr = optimizer.learning_rate
         crash_point(f"fit-rank{distributed.rank()}")
         started = time.perf_counter()
         with trained.join() if distributed.is_distributed() else contextlib.nullcontext():
@@ -178,8 +205,7 @@ def fit(
             result.best_epoch = epoch
             continue
         waited += 1
-        for group in optimizer.param_groups:
-            group["lr"] = max(group["lr"] * settings.plateau_factor, settings.min_learning_rate)
+        optimizer.scale_learning_rate(settings.plateau_factor, settings.min_learning_rate)
         if waited >= settings.patience:
             result.stopped_early = epoch < settings.epochs
             break

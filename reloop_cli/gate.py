@@ -22,7 +22,7 @@ import polars as pl
 
 from reloop_cli import statistics
 from reloop_cli.checkpoint import load_version
-from reloop_cli.ingest import IMPRESSION_ID, LABEL
+from reloop_cli.ingest import IMPRESSION_ID, LABEL, REQUEST_ID
 from reloop_cli.metrics import summarise
 from reloop_cli.registry import Registry
 from reloop_cli.score import predict_frame
@@ -33,8 +33,10 @@ PASSED, REFUSED, INCONCLUSIVE = "passed", "refused", "inconclusive"
 
 
 def holdout_expr(spec: Spec, day: str) -> pl.Expr:
-    """A seeded, stable slice of `day`'s rows that the candidate never trains on."""
-    bucket = pl.col(IMPRESSION_ID).hash(spec.train.seed + 1) % 10_000
+    """A seeded, stable slice of `day`'s rows that the candidate never trains on: whole
+    requests when the gate judges slates off-policy, else impressions."""
+    key = REQUEST_ID if spec.gate.metric == "snips_ctr" else IMPRESSION_ID
+    bucket = pl.col(key).hash(spec.train.seed + 1) % 10_000
     return (pl.col("day") == day) & (bucket < round(spec.gate.holdout_fraction * 10_000))
 
 
@@ -88,6 +90,27 @@ def judge(
     return Decision(REFUSED if reasons else PASSED, reasons)
 
 
+def judge_offpolicy(
+    candidate: statistics.Estimate, live: statistics.Estimate, gate: GateSpec
+) -> Decision:
+    """`gate.metric = "snips_ctr"`: promote when the candidate's off-policy CTR estimate
+    (SNIPS, from the live policy's logs) is, at `gate.confidence`, not below the live policy's
+    observed CTR by more than `gate.max_ctr_drop` (the two treated as independent: a
+    conservative interval)."""
+    difference = statistics.normal_estimate(
+        candidate.value - live.value, float(np.hypot(candidate.se, live.se)), gate.confidence
+    )
+    if difference.low >= -gate.max_ctr_drop:
+        return Decision(PASSED)
+    return Decision(
+        REFUSED,
+        [
+            f"CTR vs live {_shown(difference)}: at {gate.confidence:.0%} it may be more than "
+            f"gate.max_ctr_drop {gate.max_ctr_drop} worse"
+        ],
+    )
+
+
 def _shown(estimate: statistics.Estimate) -> str:
     return f"{estimate.value:+.4f} [{estimate.low:+.4f}, {estimate.high:+.4f}]"
 
@@ -132,6 +155,9 @@ def run_gate(
             spec.gate.confidence,
         )
     decision = judge(candidate_metrics, live_metrics, difference, spec.gate)
+    offpolicy = None
+    if spec.gate.metric == "snips_ctr" and live is not None and decision.outcome != INCONCLUSIVE:
+        offpolicy, decision = _offpolicy_gate(ws, spec, candidate, day)
     return {
         "passed": decision.passed,
         "outcome": decision.outcome,
@@ -141,10 +167,24 @@ def run_gate(
         "candidate": candidate_metrics,
         "live": live_metrics,
         "difference": difference.to_dict() if difference else None,
+        "offpolicy": offpolicy,
         "rule": {
             "max_auc_drop": spec.gate.max_auc_drop,
             "max_logloss_rise": spec.gate.max_logloss_rise,
             "confidence": spec.gate.confidence,
             "min_clicks": spec.gate.min_clicks,
+            "metric": spec.gate.metric,
         },
     }
+
+
+def _offpolicy_gate(ws: Workspace, spec: Spec, candidate: int, day: str) -> tuple[dict, Decision]:
+    """`gate.metric = "snips_ctr"`: the candidate's online CTR estimated from the live policy's
+    logged slates of the holdout requests, against live's observed CTR on them."""
+    from reloop_cli.slates import LoggedDay
+
+    held = ws.scan_logs([day]).filter(holdout_expr(spec, day)).select(REQUEST_ID).collect()
+    logged = LoggedDay(ws, day, set(held[REQUEST_ID].to_list()))
+    estimate, observed = logged.estimate(ws, candidate), logged.observed()
+    decision = judge_offpolicy(estimate.snips_ctr, observed, spec.gate)
+    return {"candidate": estimate.to_dict(), "live_observed_ctr": observed.to_dict()}, decision

@@ -19,9 +19,6 @@ moved into place, so a month of backlog ingests in the memory of its largest fil
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -35,6 +32,7 @@ from reloop_cli.errors import BadInput
 from reloop_cli.faults import crash_point
 from reloop_cli.features import check_spec_fits, remember_spec
 from reloop_cli.inputs import InputFile, expand
+from reloop_cli.manifest import file_digest, ingested_before, manifest_path
 from reloop_cli.readers import ROW, read_raw
 from reloop_cli.registry import now_utc
 from reloop_cli.spec import DataSpec, Spec
@@ -46,8 +44,21 @@ LABEL = "label"
 TS = "ts"
 SERVED_PCTR = "served_pctr"
 ORACLE = "oracle_ctr"
+REQUEST_ID = "request_id"
+PROPENSITY = "propensity"
 REASON = "reject_reason"
-RESERVED = (IMPRESSION_ID, LABEL, TS, SERVED_PCTR, ORACLE, "day", REASON, ROW)
+RESERVED = (
+    IMPRESSION_ID,
+    LABEL,
+    TS,
+    SERVED_PCTR,
+    ORACLE,
+    REQUEST_ID,
+    PROPENSITY,
+    "day",
+    REASON,
+    ROW,
+)
 
 
 @dataclass
@@ -64,14 +75,6 @@ class IngestResult:
     time_notes: list[str] = field(default_factory=list)  # how the time column was read
 
 
-def file_digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def _require_columns(path: Path, frame: pl.DataFrame, data: DataSpec) -> None:
     wanted = [("label", data.label)]
     wanted += [("categorical field", c) for c in data.categorical]
@@ -82,6 +85,8 @@ def _require_columns(path: Path, frame: pl.DataFrame, data: DataSpec) -> None:
         ("impression id column", data.impression_id),
         ("pctr column", data.pctr),
         ("oracle column", data.oracle),
+        ("request id column", data.request_id),
+        ("propensity column", data.propensity),
     ):
         if column:
             wanted.append((role, column))
@@ -144,10 +149,20 @@ def _normalise(
         checks.append((problem.is_not_null(), problem))
         columns += [pl.col(timestamps.TS).alias(TS), pl.col(timestamps.DAY).alias("day")]
         note = f"time column '{data.time_column}': {reading}"
-    if data.pctr:
+    if data.pctr:  # missing is allowed: traffic served without a model (ỹ_last: none)
         pctr = _as_float(data.pctr)
-        checks.append((~pctr.is_between(0, 1).fill_null(False), pl.lit("pctr not in [0, 1]")))
+        given = pl.col(data.pctr).is_not_null()
+        bad = given & ~pctr.is_between(0, 1).fill_null(False)
+        checks.append((bad, pl.format("pctr '{}' not in [0, 1]", _shown(data.pctr))))
         columns.append(pctr.alias(SERVED_PCTR))
+    if data.propensity:
+        propensity = _as_float(data.propensity)
+        bad = ~((propensity > 0) & (propensity <= 1)).fill_null(False)
+        checks.append((bad, pl.format("propensity '{}' not in (0, 1]", _shown(data.propensity))))
+        columns.append(propensity.alias(PROPENSITY))
+    if data.request_id:
+        checks.append((pl.col(data.request_id).is_null(), pl.lit("request id is empty")))
+        columns.append(pl.col(data.request_id).cast(pl.String).alias(REQUEST_ID))
     if data.oracle:
         columns.append(_as_float(data.oracle).alias(ORACLE))
     if data.impression_id:
@@ -184,66 +199,6 @@ def _check_rejects(path: Path, frame: pl.DataFrame, data: DataSpec) -> None:
             f"({bad.height} bad of {frame.height} rows; data.max_reject_fraction="
             f"{data.max_reject_fraction})"
         )
-
-
-def _batch_key(identities: list[str], days: int | None, start: str) -> str:
-    """A batch's key: its files' content (and partition folders) and, for logs split into
-    pseudo-days, how they were split. How the files are read does not enter it, so a changed
-    allowance or format never makes an ingested file look new."""
-    payload = json.dumps([identities, days, start], sort_keys=True)
-    return "b2-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-# The [data] settings of reloop 0.1, whose batch keys hashed them all: workspaces ingested then
-# keep recognising their files.
-_LEGACY_KEY_SETTINGS = (
-    "label",
-    "categorical",
-    "numeric",
-    "multivalued",
-    "multivalued_separator",
-    "max_values",
-    "numeric_transform",
-    "format",
-    "columns",
-    "time_column",
-    "time_format",
-    "impression_id",
-    "pctr",
-    "oracle",
-    "start_date",
-    "max_reject_fraction",
-)
-
-
-def _legacy_key(digests: list[str], spec: Spec, days: int | None, start: str) -> str:
-    settings = {k: v for k, v in dataclasses.asdict(spec.data).items() if k in _LEGACY_KEY_SETTINGS}
-    payload = json.dumps([digests, settings, days, start], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def manifest_path(ws: Workspace, key: str) -> Path:
-    return ws.logs / "_manifest" / f"{key}.json"
-
-
-def _ingested_before(
-    ws: Workspace, spec: Spec, group: list[InputFile], days: int | None, start: str
-) -> tuple[str, bool]:
-    """The batch's key, and whether it (or, under reloop 0.1's key, its files) is in already."""
-    digests = [file_digest(f.path) for f in group]
-    key = _batch_key([f.identity(d) for f, d in zip(group, digests, strict=True)], days, start)
-    if manifest_path(ws, key).exists():
-        return key, True
-    legacy = (
-        not any(f.partition for f in group)
-        and manifest_path(ws, _legacy_key(digests, spec, days, start)).exists()
-    )
-    return key, legacy
-
-
-def is_ingested(ws: Workspace, spec: Spec, source: InputFile) -> bool:
-    """Whether this file (with a time column, keyed on its own) is in the workspace already."""
-    return _ingested_before(ws, spec, [source], None, spec.data.start_date)[1]
 
 
 def load_files(
@@ -417,7 +372,7 @@ def ingest(
     result = IngestResult(files=[str(s.path) for s in sources], late_policy=spec.data.late_rows)
     pending = []
     for group in groups:
-        key, done = _ingested_before(ws, spec, group, days, start)
+        key, done = ingested_before(ws, spec, group, days, start)
         if done:
             result.skipped.extend(str(s.path) for s in group)
             continue

@@ -49,6 +49,16 @@ def calibration_buckets(label: np.ndarray, prob: np.ndarray, buckets: int = 10) 
     return rows
 
 
+def gini(counts: np.ndarray) -> float:
+    """Gini coefficient of exposure counts (0: every item shown equally; near 1: a few items
+    get all impressions), over the items that could have been shown, zeros included."""
+    values = np.sort(np.asarray(counts, dtype=np.float64))
+    if values.size == 0 or values.sum() == 0:
+        return float("nan")
+    ranks = np.arange(1, values.size + 1)
+    return float((2 * ranks - values.size - 1).dot(values) / (values.size * values.sum()))
+
+
 def summarise(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     """The numbers a CTR team reads for one day: AUC and Logloss with their 95% intervals,
     counts, calibration, and the smallest AUC difference between two versions these rows could

@@ -57,9 +57,15 @@ def status(registry: Registry, chain: str = CHAIN, runs: int = 10) -> dict:
                 "decision": entry["decision"],
             }
         )
+    live = registry.live(chain)
+    live_meta = registry.version_meta(live) if live is not None else None
     return {
         "chain": chain,
-        "live": registry.live(chain),
+        "live": live,
+        # rows per field of the live version's vocabulary: live, and admitted / evicted by the
+        # update it trained after (a hashed field: its buckets)
+        "vocabulary": (live_meta or {}).get("vocabulary", {}),
+        "embedding_updates": (live_meta or {}).get("embedding_updates"),
         "versions": versions,
         "runs": registry.runs(runs),
         "live_history": registry.live_history(chain),

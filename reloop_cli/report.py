@@ -28,6 +28,7 @@ from reloop_cli.registry import Registry
 from reloop_cli.workspace import Workspace
 
 SIMULATION_FILE = "simulate.json"
+CLOSED_LOOP_FILE = "closed_loop.json"
 
 
 def reports_dir(ws: Workspace) -> Path:
@@ -37,6 +38,13 @@ def reports_dir(ws: Workspace) -> Path:
 def save_simulation(ws: Workspace, payload: dict) -> Path:
     """Keep the last simulation's result where `reloop report` finds it."""
     path = reports_dir(ws) / SIMULATION_FILE
+    ws.write_json(payload, path)
+    return path
+
+
+def save_closed_loop(ws: Workspace, payload: dict) -> Path:
+    """Keep the last closed-loop simulation's result where `reloop report` finds it."""
+    path = reports_dir(ws) / CLOSED_LOOP_FILE
     ws.write_json(payload, path)
     return path
 
@@ -218,6 +226,75 @@ def _calibration_plot(ws: Workspace, sim: dict) -> str | None:
     return _png(figure)
 
 
+def _online_plot(world: dict, key: str, label: str) -> str:
+    """One world's per-day figure for every policy (CTR with its 95% band)."""
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    for policy, days in world["online"].items():
+        names = [d["day"][5:] for d in days]
+        dashed = policy in ("oracle", "random")
+        values = [d[key]["value"] if isinstance(d[key], dict) else d[key] for d in days]
+        (line,) = axis.plot(
+            names, values, marker="o", label=policy, linestyle="--" if dashed else "-"
+        )
+        if isinstance(days[0][key], dict):
+            axis.fill_between(
+                names,
+                [d[key]["low"] for d in days],
+                [d[key]["high"] for d in days],
+                color=line.get_color(),
+                alpha=0.12,
+            )
+    axis.set(title=f"world {world['config']['world']}: {label} per day", xlabel="day", ylabel=label)
+    axis.legend(fontsize="small")
+    axis.grid(alpha=0.3)
+    return _png(figure)
+
+
+def _closed_loop_section(payload: dict) -> str:
+    """The closed loop: online CTR and exposure per day per policy, verdicts, across worlds."""
+    parts = ["<h2>Closed loop: each arm's model decides what its users see</h2>"]
+    for world in payload["worlds"]:
+        for key, label in (("ctr", "online CTR (95% band)"), ("gini", "exposure Gini")):
+            parts.append(f'<img alt="plot" src="{_online_plot(world, key, label)}">')
+        items = []
+        for arm, pooled in world["pooled"].items():
+            ctr = pooled["ctr"]
+            items.append(
+                f"<li><b>{html.escape(arm)} vs {html.escape(world['baseline'])}</b>: online CTR "
+                f"{ctr['value']:+.4f} [{ctr['low']:+.4f}, {ctr['high']:+.4f}], "
+                f"{html.escape(pooled['verdict'])}</li>"
+            )
+        means = world["means"]
+        rows = [
+            [
+                policy,
+                _fmt(entry["ctr"]),
+                _fmt(entry["expected_ctr"]),
+                _fmt(entry.get("regret")),
+                _fmt(entry["gini"]),
+                _fmt(entry.get("ope_error")),
+            ]
+            for policy, entry in means.items()
+        ]
+        parts.append(
+            _table(["policy", "online CTR", "expected CTR", "regret", "Gini", "OPE error"], rows)
+        )
+        parts.append("<ul>" + "".join(items) + "</ul>")
+    summary = payload["summary"]
+    if len(summary["worlds"]) > 1:
+        rows = [
+            [
+                arm,
+                f"{e['ctr']['value']:+.4f} [{e['ctr']['low']:+.4f}, {e['ctr']['high']:+.4f}]",
+                e["verdict"],
+            ]
+            for arm, e in summary["lifts"].items()
+        ]
+        parts.append(f"<h3>Across worlds {summary['worlds']}</h3>")
+        parts.append(_table(["arm", "online CTR lift [95% CI, t]", "verdict"], rows))
+    return "".join(parts)
+
+
 def _table(headers: list[str], rows: list[list[object]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
@@ -285,6 +362,9 @@ def build_report(ws: Workspace) -> str:
         sections.append(_verdicts(sim))
     else:
         sections.append("<p>No simulation in this workspace yet (`reloop simulate`).</p>")
+    closed = reports_dir(ws) / CLOSED_LOOP_FILE
+    if closed.exists():
+        sections.append(_closed_loop_section(json.loads(closed.read_text(encoding="utf-8"))))
     sections.append("<h2>Versions and gate decisions (chain main)</h2>")
     if ws.registry_path.exists():
         with Registry(ws) as registry:

@@ -20,16 +20,14 @@ import numpy as np
 import polars as pl
 import torch
 
+from reloop_cli import vocabulary
 from reloop_cli.errors import BadInput
 from reloop_cli.features import (
     TensorTable,
     dense_fields,
-    empty_vocab,
     encode,
-    extend_vocab,
     field_slots,
     to_tensors,
-    vocab_sizes,
 )
 from reloop_cli.fitting import fit, predict_batches, resolve_device
 from reloop_cli.ingest import IMPRESSION_ID, load_files
@@ -167,8 +165,7 @@ def encode_splits(
     parts: dict[str, pl.DataFrame], spec: Spec
 ) -> tuple[dict[str, TensorTable], list[int]]:
     """Encode each split with one vocabulary built from the training rows only."""
-    vocab = extend_vocab(empty_vocab(), spec, parts["train"].lazy())
-    sizes = vocab_sizes(vocab, spec)
+    vocab, sizes = vocabulary.build(spec, parts["train"].lazy())
     tables = {}
     for name, frame in parts.items():
         encoded = encode(frame.lazy(), spec, vocab, sizes).collect()

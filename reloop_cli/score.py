@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from reloop_cli import progress
+from reloop_cli import progress, vocabulary
 from reloop_cli.checkpoint import LoadedVersion, load_version
 from reloop_cli.faults import crash_point
-from reloop_cli.features import encode, load_vocab, to_tensors
+from reloop_cli.features import encode, to_tensors
 from reloop_cli.ingest import IMPRESSION_ID
 from reloop_cli.models import CTRModel
 from reloop_cli.workspace import Workspace
@@ -48,8 +48,10 @@ def predict(
 
 
 def predict_frame(loaded: LoadedVersion, ws: Workspace, rows: pl.LazyFrame) -> pl.DataFrame:
-    """impression_id and pctr for raw log rows, encoded with the version's own vocabulary size."""
-    encoded = encode(rows, loaded.spec, load_vocab(ws), loaded.meta["field_sizes"]).collect()
+    """impression_id and pctr for raw log rows, encoded with the vocabulary as it was when the
+    version trained (a value evicted since, or newer, falls to the out-of-vocabulary row)."""
+    view = vocabulary.for_version(ws, loaded.meta)
+    encoded = encode(rows, loaded.spec, view, loaded.meta["field_sizes"]).collect()
     table = to_tensors(encoded, loaded.spec)
     pctr = predict(loaded.model, table.categorical, table.dense)
     return pl.DataFrame({IMPRESSION_ID: encoded[IMPRESSION_ID], "pctr": pctr})

@@ -13,6 +13,8 @@ nothing about training noise: `simulate_repeats` runs the loop again with other 
 
 from __future__ import annotations
 
+import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,8 +38,8 @@ def chain_of(arm: str, prefix: str = PREFIX) -> str:
 
 @dataclass
 class ArmResult:
-    # {"day", "version", "auc", "auc_low", ..., "logloss", ..., "seconds"}: seconds = serve +
-    # evaluate + train
+    # {"day", "version", "auc", "auc_low", ..., "logloss", ..., "seconds", "peak_rss_mib"}:
+    # seconds = serve + evaluate + train; peak_rss_mib = the process's peak memory so far
     days: list[dict] = field(default_factory=list)
 
     @property
@@ -115,6 +117,12 @@ class SimulateResult:
         }
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (the kernel's count; KiB on Linux)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return usage / (1024 * 1024) if sys.platform == "darwin" else usage / 1024
+
+
 def parse_arms(text: str) -> list[str]:
     arms = [a.strip() for a in text.split(",") if a.strip()]
     unknown = [a for a in arms if a not in LOSSES]
@@ -134,7 +142,9 @@ def simulate(
     prefix: str = PREFIX,
 ) -> SimulateResult:
     """Run the loop over the first `days + 1` ingested days; call under the workspace lock.
-    Chains are named `{prefix}-{arm}` (and `{prefix}-root` for the shared first version)."""
+    Chains are named `{prefix}-{arm}` (and `{prefix}-root` for the shared first version, which
+    is never made live: each arm names it as its first parent). The loop keeps its own
+    vocabulary (scope `prefix`), so a repeat starts from what its own days taught it."""
     available = ws.days()
     if days < 1:
         raise BadInput(f"--days: {days} must be >= 1")
@@ -152,6 +162,8 @@ def simulate(
         train_day,
         chain=chain_of("root", prefix),
         use_live_parent=False,
+        promote=False,
+        vocab_scope=prefix,
     )
     live = {arm: root.version for arm in arms}
     results = {arm: ArmResult() for arm in arms}
@@ -177,9 +189,11 @@ def simulate(
                     day,
                     chain=chain_of(arm, prefix),
                     parent=live[arm],
+                    vocab_scope=prefix,
                 )
                 live[arm] = trained.version
             record["seconds"] = time.perf_counter() - started
+            record["peak_rss_mib"] = peak_rss_mib()
         _compare_day(
             ws, day, {arm: results[arm].days[-1]["version"] for arm in arms}, baseline, comparisons
         )

@@ -31,6 +31,9 @@ NUMERIC_TRANSFORMS = ("log", "bucket")
 LAST_SOURCES = ("parent", "served")
 MONITORS = ("auc", "logloss", "auc-logloss")
 DEVICES = ("auto", "cpu", "cuda")
+EMBEDDING_UPDATES = ("auto", "sparse", "dense")
+GATE_METRICS = ("auc", "snips_ctr")
+L2_ROWS = ("touched", "all")
 
 
 def _check(condition: bool, where: str, message: str) -> None:
@@ -65,6 +68,8 @@ class DataSpec:
     encoding: str = "utf-8"  # of CSV/TSV/libfm text
     impression_id: str | None = None
     pctr: str | None = None  # the served model's logged prediction, if the logs carry it
+    request_id: str | None = None  # which request (slate) an impression belonged to
+    propensity: str | None = None  # the probability the serving policy gave the shown item
     oracle: str | None = None  # true click probability (simulated data only); never trained on
     start_date: str = "2024-01-01"  # first pseudo-day for logs without a time column
     max_reject_fraction: float = 0.0  # 0: any bad row fails the ingest
@@ -113,6 +118,8 @@ def _check_one_role_per_column(data: DataSpec) -> None:
         ("time_column", (data.time_column,) if data.time_column else ()),
         ("impression_id", (data.impression_id,) if data.impression_id else ()),
         ("pctr", (data.pctr,) if data.pctr else ()),
+        ("request_id", (data.request_id,) if data.request_id else ()),
+        ("propensity", (data.propensity,) if data.propensity else ()),
         ("oracle", (data.oracle,) if data.oracle else ()),
     ]
     for role, columns in listed:
@@ -192,6 +199,12 @@ class TrainSpec:
     last_source: str = "parent"
     min_count: int = 1  # a value seen fewer times in a window stays out-of-vocabulary
     device: str = "auto"  # cpu | cuda | auto (cuda when one is visible); nothing needs a GPU
+    # How the embedding tables learn: "sparse" updates only the rows a batch touches (SparseAdam),
+    # "dense" updates every row (Adam); "auto" takes sparse for tables above SPARSE_MIN_ROWS rows.
+    embedding_updates: str = "auto"
+    # Which rows embedding_l2 regularises: "touched" (the rows a batch looks up, each once: what
+    # sparse updates need) or "all" (every row every step, FuxiCTR's form; dense updates only).
+    embedding_l2_rows: str = "touched"
 
     def validate(self) -> None:
         _check(self.loss in LOSSES, "loss", f"'{self.loss}' is not one of {', '.join(LOSSES)}")
@@ -209,6 +222,79 @@ class TrainSpec:
         _check(self.last_source in LAST_SOURCES, "train.last_source", f"one of {LAST_SOURCES}")
         _check(self.min_count >= 1, "train.min_count", "must be >= 1")
         _check(self.device in DEVICES, "train.device", f"one of {DEVICES}")
+        _check(
+            self.embedding_updates in EMBEDDING_UPDATES,
+            "train.embedding_updates",
+            f"one of {EMBEDDING_UPDATES}",
+        )
+        _check(self.embedding_l2_rows in L2_ROWS, "train.embedding_l2_rows", f"one of {L2_ROWS}")
+        _check(
+            not (self.embedding_l2_rows == "all" and self.embedding_updates == "sparse"),
+            "train.embedding_l2_rows",
+            '"all" regularises every row every step, which sparse updates never touch; '
+            'use "touched" or embedding_updates = "dense"',
+        )
+
+
+@dataclass(frozen=True)
+class FieldPolicy:
+    """One field's vocabulary rules, resolved from the [vocabulary] section."""
+
+    min_count: int
+    max_rows: int  # 0: unbounded
+    evict_after_days: int  # 0: never
+    hash_buckets: int  # 0: a vocabulary; N: the field hashes into N rows, no vocabulary kept
+
+
+@dataclass(frozen=True)
+class VocabularySpec:
+    """How each field's embedding rows live (docs/MODELS.md, "Vocabulary"). Each rule is one
+    number for every field or a table naming fields: `max_rows = { user_id = 2000000 }`."""
+
+    min_count: int | dict = 0  # admission: seen at least this often in the window; 0: train's
+    max_rows: int | dict = 0  # capacity: keep the most frequent in the window; 0: unbounded
+    evict_after_days: int | dict = 0  # drop values not seen for this many days; 0: never
+    hash_buckets: dict = field(default_factory=dict)  # field -> rows it hashes into
+
+    def policy(self, name: str, default_min_count: int) -> FieldPolicy:
+        def pick(rule: int | dict) -> int:
+            return int(rule.get(name, 0) if isinstance(rule, dict) else rule)
+
+        return FieldPolicy(
+            pick(self.min_count) or default_min_count,
+            pick(self.max_rows),
+            pick(self.evict_after_days),
+            int(self.hash_buckets.get(name, 0)),
+        )
+
+    def validate(self, fields: tuple[str, ...] = ()) -> None:
+        for key in ("min_count", "max_rows", "evict_after_days", "hash_buckets"):
+            rule = getattr(self, key)
+            where = f"vocabulary.{key}"
+            if key == "hash_buckets" or isinstance(rule, dict):
+                _check(isinstance(rule, dict), where, "must be a table { field = number }")
+                unknown = sorted(set(rule) - set(fields)) if fields else []
+                _check(not unknown, where, f"names no categorical field: {', '.join(unknown)}")
+                values = list(rule.values())
+            else:
+                values = [rule]
+            _check(
+                all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values),
+                where,
+                "must be whole numbers >= 0",
+            )
+        for name, buckets in self.hash_buckets.items():
+            _check(buckets >= 1, f"vocabulary.hash_buckets.{name}", "must be >= 1")
+            kept = [
+                key
+                for key in ("min_count", "max_rows", "evict_after_days")
+                if isinstance(getattr(self, key), dict) and name in getattr(self, key)
+            ]
+            _check(
+                not kept,
+                f"vocabulary.hash_buckets.{name}",
+                f"a hashed field keeps no vocabulary, so it takes no {', '.join(kept)}",
+            )
 
 
 @dataclass(frozen=True)
@@ -220,6 +306,11 @@ class GateSpec:
     # Logloss not above live's by more than max_logloss_rise; paired tests on the holdout rows.
     max_auc_drop: float = 0.002
     max_logloss_rise: float = 0.005
+    # "auc": the rule above on the holdout rows; "snips_ctr": the candidate's online CTR
+    # estimated off-policy from the live policy's logged slates (needs propensities and slates,
+    # as `reloop simulate --closed-loop` writes them), not more than max_ctr_drop below live's.
+    metric: str = "auc"
+    max_ctr_drop: float = 0.002
     confidence: float = 0.95  # level of the two-sided intervals the rule reads
     min_clicks: int = 100  # fewer clicks in the holdout: inconclusive, live keeps serving
     min_auc: float = 0.55  # absolute floors: the only checks for the very first version
@@ -231,6 +322,8 @@ class GateSpec:
         _check(self.max_logloss_rise >= 0, "gate.max_logloss_rise", "must be >= 0")
         _check(0 < self.confidence < 1, "gate.confidence", "must be in (0, 1)")
         _check(self.min_clicks >= 0, "gate.min_clicks", "must be >= 0")
+        _check(self.metric in GATE_METRICS, "gate.metric", f"one of {GATE_METRICS}")
+        _check(self.max_ctr_drop >= 0, "gate.max_ctr_drop", "must be >= 0")
         _check(0 < self.holdout_fraction < 1, "gate.holdout_fraction", "must be in (0, 1)")
 
 
@@ -243,14 +336,23 @@ class Spec:
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     gate: GateSpec = field(default_factory=GateSpec)
+    vocabulary: VocabularySpec = field(default_factory=VocabularySpec)
     source: str = "<defaults>"
 
     def validate(self) -> Spec:
-        for section in (self.data, self.model, self.train, self.gate):
-            try:
+        try:
+            for section in (self.data, self.model, self.train, self.gate):
                 section.validate()
-            except BadInput as err:
-                raise BadInput(f"{self.source}: {err}") from None
+            bucketised = self.data.numeric if self.data.numeric_transform == "bucket" else ()
+            names = (*self.data.categorical, *bucketised, *self.data.multivalued)
+            self.vocabulary.validate(names)
+            for name in set(self.vocabulary.hash_buckets) & set(self.data.multivalued):
+                raise BadInput(
+                    f"vocabulary.hash_buckets.{name}: a multivalued field keeps a vocabulary "
+                    "of its tags; hash only single-valued fields"
+                )
+        except BadInput as err:
+            raise BadInput(f"{self.source}: {err}") from None
         return self
 
     def override(self, section: str, **values: Any) -> Spec:
@@ -264,11 +366,17 @@ class Spec:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            **{s: dataclasses.asdict(getattr(self, s)) for s in ("data", "model", "train", "gate")},
+            **{s: dataclasses.asdict(getattr(self, s)) for s in _SECTIONS},
         }
 
 
-_SECTIONS = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec, "gate": GateSpec}
+_SECTIONS = {
+    "data": DataSpec,
+    "model": ModelSpec,
+    "train": TrainSpec,
+    "gate": GateSpec,
+    "vocabulary": VocabularySpec,
+}
 
 
 def _build_section(cls: type, raw: dict[str, Any], where: str) -> Any:

@@ -1,11 +1,15 @@
 """`reloop synth`: a simulated click log that looks like a real feed and drifts from day to day.
 
 Users and items are drawn from long-tailed (Zipf) popularity; every impression has context
-(hour, device, position) and its item a category. The true click probability is
-sigmoid(base + user-item affinity + item quality + user bias + context effects), and it is written
-to `true_ctr` so evaluation can show the oracle. Drift makes a model that is not retrained worse:
-new items arrive every day, popularity decays with an item's age, and user interests move.
-Everything is drawn from one seeded generator, so the same arguments give the same files.
+(hour, device, position) and its item a category. For logs at the scale of real ones the world
+can hold millions of users and items, bring new users as well as new items every day, and retire
+both after a lifetime (ids that stop appearing): what bounded vocabularies are for.
+
+The true click probability is sigmoid(base + user-item affinity + item quality + user bias +
+context effects), and it is written to `true_ctr` so evaluation can show the oracle. Drift makes
+a model that is not retrained worse: new items arrive every day, popularity decays with an item's
+age, and user interests move. Everything is drawn from one seeded generator, so the same
+arguments give the same files.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ class SynthConfig:
     affinity_scale: float = 1.1
     interest_drift: float = 0.15  # share of a user's taste vector replaced each day
     popularity_half_life_days: float = 5.0
+    new_users_per_day: int = 0
+    user_lifetime_days: int = 0  # users stop appearing this many days after arriving; 0: never
+    item_lifetime_days: int = 0  # items stop being shown this many days after arriving; 0: never
 
 
 class World:
@@ -58,12 +65,17 @@ class World:
         self.user_vectors = self.rng.normal(0, 1, (config.users, k)) / np.sqrt(k) * 1.5
         self.user_bias = self.rng.normal(0, 0.3, config.users)
         self.user_activity = self._zipf(config.users, 1.0)
+        self.user_birth = np.full(config.users, -5.0)
+        if config.user_lifetime_days:  # spread over a lifetime, so day-0 users leave gradually
+            self.user_birth = -self.rng.uniform(0, config.user_lifetime_days, config.users)
         self.item_category = np.zeros(0, np.int64)
         self.item_vectors = np.zeros((0, k))
         self.item_quality = np.zeros(0)
         self.item_appeal = np.zeros(0)
         self.item_birth = np.zeros(0)
         self._add_items(config.initial_items, birth_day=-5.0)
+        if config.item_lifetime_days:  # spread over a lifetime, so day-0 items retire gradually
+            self.item_birth = -self.rng.uniform(0, config.item_lifetime_days, config.initial_items)
 
     def _zipf(self, n: int, exponent: float) -> np.ndarray:
         weights = 1.0 / np.arange(1, n + 1) ** exponent
@@ -79,11 +91,26 @@ class World:
         self.item_appeal = np.concatenate([self.item_appeal, self.rng.pareto(1.2, n) + 0.05])
         self.item_birth = np.concatenate([self.item_birth, np.full(n, birth_day)])
 
-    def day(self, index: int) -> pl.DataFrame:
-        config, rng, n = self.config, self.rng, self.config.rows_per_day
+    def popularity(self, index: int) -> np.ndarray:
+        """Each item's share of exposure on day `index` (retired items none), unnormalised."""
+        config = self.config
         age = index - self.item_birth
         popularity = self.item_appeal * 0.5 ** (age / config.popularity_half_life_days)
-        user = rng.choice(config.users, n, p=self.user_activity)
+        if config.item_lifetime_days:
+            popularity = np.where(age < config.item_lifetime_days, popularity, 0.0)
+            if not popularity.any():
+                raise BadInput(f"synth: no item is live on day {index}; lengthen the lifetime")
+        return popularity
+
+    def day_start(self, index: int) -> int:
+        """Epoch seconds of day `index`'s UTC midnight."""
+        midnight = datetime.fromisoformat(self.config.start_date).replace(tzinfo=timezone.utc)
+        return int((midnight + timedelta(days=index)).timestamp())
+
+    def day(self, index: int) -> pl.DataFrame:
+        config, rng, n = self.config, self.rng, self.config.rows_per_day
+        popularity = self.popularity(index)
+        user = rng.choice(self.user_activity.size, n, p=self._active_users(index))
         item = rng.choice(popularity.size, n, p=popularity / popularity.sum())
         hour = rng.choice(24, n, p=HOUR_SHARE / HOUR_SHARE.sum())
         device = rng.choice(3, n, p=DEVICE_SHARE)
@@ -92,9 +119,7 @@ class World:
         logit = self.logit(affinity, self.item_quality[item], user, hour, device, position)
         true_ctr = 1.0 / (1.0 + np.exp(-logit))
         click = (rng.random(n) < true_ctr).astype(np.int8)
-        midnight = datetime.fromisoformat(self.config.start_date).replace(tzinfo=timezone.utc)
-        day_start = int((midnight + timedelta(days=index)).timestamp())
-        ts = day_start + hour * 3600 + rng.integers(0, 3600, n)
+        ts = self.day_start(index) + hour * 3600 + rng.integers(0, 3600, n)
         order = np.argsort(ts, kind="stable")
         day_name = (date.fromisoformat(config.start_date) + timedelta(days=index)).isoformat()
         frame = pl.DataFrame(
@@ -136,19 +161,100 @@ class World:
             - 0.12 * (position - 1)
         )
 
+    # --- serving (the closed loop): requests, their candidates, the truth -------------------------
+    def requests(self, index: int, n: int) -> dict[str, np.ndarray]:
+        """`n` requests of day `index`: who asks, at what hour, on which device, when."""
+        rng = self.rng
+        user = rng.choice(self.user_activity.size, n, p=self._active_users(index))
+        hour = rng.choice(24, n, p=HOUR_SHARE / HOUR_SHARE.sum())
+        device = rng.choice(3, n, p=DEVICE_SHARE)
+        ts = self.day_start(index) + hour * 3600 + rng.integers(0, 3600, n)
+        return {"user": user, "hour": hour, "device": device, "ts": ts}
+
+    def candidates(self, index: int, n: int, k: int, block: int = 2_000) -> np.ndarray:
+        """[n, k] distinct items per request from the live pool, drawn by popularity without
+        replacement (Gumbel top-k), most likely first."""
+        popularity = self.popularity(index)
+        live = np.flatnonzero(popularity > 0)
+        if live.size < k:
+            raise BadInput(f"closed loop: {live.size} live items on day {index}, fewer than {k}")
+        keys = np.log(popularity[live])
+        out = np.empty((n, k), dtype=np.int64)
+        for start in range(0, n, block):  # blocks keep [requests, items] noise small
+            rows = min(block, n - start)
+            noisy = keys + self.rng.gumbel(size=(rows, live.size))
+            best = np.argpartition(-noisy, k - 1, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(noisy, best, axis=1), axis=1, kind="stable")
+            out[start : start + rows] = live[np.take_along_axis(best, order, axis=1)]
+        return out
+
+    def click_probability(
+        self,
+        user: np.ndarray,
+        item: np.ndarray,
+        hour: np.ndarray,
+        device: np.ndarray,
+        position: np.ndarray,
+    ) -> np.ndarray:
+        """The true click probability of showing `item` to `user` at `position` (1 = top)."""
+        affinity = np.einsum("...j,...j->...", self.user_vectors[user], self.item_vectors[item])
+        logit = self.logit(affinity, self.item_quality[item], user, hour, device, position)
+        return 1.0 / (1.0 + np.exp(-logit))
+
+    def advance(self, next_day: int) -> None:
+        """The world moves on to the next day (tastes drift, new items arrive)."""
+        self._drift(next_day)
+
+    def _active_users(self, index: int) -> np.ndarray:
+        """Each user's share of the day's requests (retired users none)."""
+        if not self.config.user_lifetime_days and not self.config.new_users_per_day:
+            return self.user_activity  # as it always was: the sample's draws stay byte for byte
+        if not self.config.user_lifetime_days:
+            return self.user_activity / self.user_activity.sum()
+        alive = (index - self.user_birth) < self.config.user_lifetime_days
+        weights = np.where(alive, self.user_activity, 0.0)
+        if not weights.any():
+            raise BadInput(
+                f"synth: every user has left by day {index}; set --new-users-per-day or a "
+                "longer --user-lifetime-days"
+            )
+        return weights / weights.sum()
+
+    def _add_users(self, n: int, birth_day: float) -> None:
+        """New users, with tastes, biases and activity drawn as the first ones were."""
+        k = self.config.latent_dim
+        vectors = self.rng.normal(0, 1, (n, k)) / np.sqrt(k) * 1.5
+        self.user_vectors = np.vstack([self.user_vectors, vectors])
+        self.user_bias = np.concatenate([self.user_bias, self.rng.normal(0, 0.3, n)])
+        drawn = self.rng.choice(self.user_activity[: self.config.users], n)
+        self.user_activity = np.concatenate([self.user_activity, drawn])
+        self.user_birth = np.concatenate([self.user_birth, np.full(n, birth_day)])
+
     def _drift(self, next_day: int) -> None:
-        """Move user interests and bring in the next day's new items."""
+        """Move user interests and bring in the next day's new items (and users)."""
         c = self.config
         noise = self.rng.normal(0, 1, self.user_vectors.shape) / np.sqrt(c.latent_dim) * 1.5
         keep = np.sqrt(1 - c.interest_drift**2)
         self.user_vectors = keep * self.user_vectors + c.interest_drift * noise
         self._add_items(c.new_items_per_day, birth_day=float(next_day))
+        if c.new_users_per_day:
+            self._add_users(c.new_users_per_day, birth_day=float(next_day))
 
 
 def synthesize(config: SynthConfig, out: str | Path) -> list[Path]:
     """Write one Parquet file per simulated day into `out`; returns the paths."""
     if config.days < 1 or config.rows_per_day < 1:
         raise BadInput("synth: --days and --rows-per-day must be >= 1")
+    if config.users < 1 or config.initial_items < 1:
+        raise BadInput("synth: --users and --items must be >= 1")
+    churn = (
+        config.new_items_per_day,
+        config.new_users_per_day,
+        config.item_lifetime_days,
+        config.user_lifetime_days,
+    )
+    if min(churn) < 0:
+        raise BadInput("synth: new ids per day and lifetimes must be >= 0")
     try:
         first = date.fromisoformat(config.start_date)
     except ValueError:

@@ -17,17 +17,10 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from reloop_cli import distributed
+from reloop_cli import distributed, vocabulary
 from reloop_cli.checkpoint import load_version, publish_version
 from reloop_cli.errors import BadInput
-from reloop_cli.features import (
-    categorical_fields,
-    dense_fields,
-    encode,
-    field_slots,
-    grow_vocab,
-    vocab_sizes,
-)
+from reloop_cli.features import categorical_fields, dense_fields, encode, field_slots
 from reloop_cli.fitting import fit, resolve_device
 from reloop_cli.ingest import IMPRESSION_ID, LABEL, SERVED_PCTR
 from reloop_cli.loader import ParquetBatches
@@ -166,21 +159,36 @@ def count_without_last(folder: Path, y_last_column: str | None) -> int | None:
     )
 
 
-def _warm_start(model: CTRModel, ws: Workspace, parent: int) -> None:
-    """Start from the parent's weights; values new since the parent keep their fresh rows."""
+def _warm_start(model: CTRModel, ws: Workspace, parent: int, spec: Spec, view, sizes) -> None:
+    """Start from the parent's weights. Embedding rows follow values, not row numbers: a value
+    both versions hold keeps the parent's vector; a new value, or one given a row an evicted
+    value freed, keeps its fresh one."""
     parent_model = load_version(ws, parent)
     parent_state = parent_model.model.state_dict()
     parent_sizes = parent_model.meta["field_sizes"]
     own = model.state_dict()
     if set(parent_state) != set(own):
         raise BadInput(f"version {parent}: a different model; cannot warm-start from it")
+    parent_view = vocabulary.for_version(ws, parent_model.meta)
+    pairs = vocabulary.kept_rows(spec, parent_view, view, parent_sizes, sizes)
     for name, module in model.named_modules():
-        if hasattr(module, "grow_from"):
-            module.grow_from(parent_state[f"{name}.table.weight"], parent_sizes)
+        if hasattr(module, "copy_rows"):
+            module.copy_rows(parent_state[f"{name}.table.weight"], parent_sizes, pairs)
     with torch.no_grad():
         for name, tensor in own.items():
             if ".table.weight" not in name and parent_state[name].shape == tensor.shape:
                 tensor.copy_(parent_state[name])
+
+
+def _oldest_live_generation(registry: Registry, scope: str) -> int | None:
+    """The oldest vocabulary generation a live version of this scope encodes with: closed
+    assignments older than it are needed by no live version."""
+    generations = [
+        v["meta"].get("vocab_generation", 0)
+        for v in registry.versions()
+        if v["status"] == "live" and v["meta"].get("vocab_scope", vocabulary.MAIN_SCOPE) == scope
+    ]
+    return min(generations) if generations else None
 
 
 def train_version(
@@ -194,11 +202,12 @@ def train_version(
     use_live_parent: bool = True,
     promote: bool = True,
     exclude: pl.Expr | None = None,
+    vocab_scope: str = vocabulary.MAIN_SCOPE,
 ) -> TrainResult:
     """Train, publish and (by default) make live the next version of `chain`; call under lock.
 
     Rows matching `exclude` (evaluated on the window's rows, which carry a `day` column) are kept
-    out of training entirely.
+    out of training entirely. The window's values update the vocabulary of `vocab_scope` first.
     """
     started = time.perf_counter()
     resolve_device(spec.train.device)  # fail before anything is written
@@ -210,8 +219,16 @@ def train_version(
     logs = ws.scan_logs(window)  # the vocabulary needs raw values only, not the ỹ_last join
     if exclude is not None:  # e.g. the newest day's holdout slice that judges this version
         rows, logs = rows.filter(~exclude), logs.filter(~exclude)
-    vocab = grow_vocab(ws, spec, logs, save=distributed.is_main())
-    sizes = vocab_sizes(vocab, spec)
+    refreshed = vocabulary.refresh(
+        ws,
+        spec,
+        logs,
+        day,
+        scope=vocab_scope,
+        keep_from=_oldest_live_generation(registry, vocab_scope),
+        save=distributed.is_main(),
+    )
+    vocab, sizes = refreshed.view, refreshed.sizes
     y_last_column = Y_LAST if loss != "bce" else None
     columns = [*categorical_fields(spec), *dense_fields(spec), LABEL, IMPRESSION_ID]
     encoded = encode(rows, spec, vocab, sizes).select(
@@ -223,7 +240,7 @@ def train_version(
     model = build_model(spec.model, sizes, len(dense_fields(spec)), field_slots(spec))
     warm = spec.train.warm_start and parent is not None
     if warm:
-        _warm_start(model, ws, parent)
+        _warm_start(model, ws, parent, spec, vocab, sizes)
     # Rank 0 stages the version inside the workspace; other ranks keep their shards elsewhere.
     main = distributed.is_main()
     staging = ws.staging_dir(ws.models) if main else Path(tempfile.mkdtemp(prefix="reloop-"))
@@ -257,6 +274,10 @@ def train_version(
             **result.to_dict(),
             "created": now_utc(),
             "field_sizes": sizes,
+            "embedding_updates": "sparse" if fitted.sparse else "dense",
+            "vocab_scope": vocab_scope,
+            "vocab_generation": refreshed.generation,
+            "vocabulary": refreshed.report()["fields"],
             "n_dense": len(dense_fields(spec)),
             "spec": spec.to_dict(),
             "libraries": {"torch": torch.__version__, "polars": pl.__version__},

@@ -15,6 +15,10 @@ def test_benchmark_smoke_run_reports_every_figure(capsys):
         "ingest_rows_per_s",
         "join_rows_per_s",
         "score_rows_per_s",
+        "dense_large_over_small",
+        "sparse_large_over_small",
+        "auto_large_over_small",
+        "auto_over_dense_small",
     }
     extra = figures.pop("reloop_loss_extra_per_step")  # a difference: may be either sign
     assert abs(extra) < 1.0
@@ -25,11 +29,26 @@ def test_benchmark_smoke_run_reports_every_figure(capsys):
 def test_scale_benchmark_smoke_run_reports_days_and_memory(capsys):
     from benchmarks.scale import main as scale
 
-    figures = scale(["--days", "2", "--rows", "2000"])
-    assert len(figures["seconds_per_day"]) == 2
+    figures = scale(["--days", "3", "--rows", "2000"])
+    assert len(figures["seconds_per_day"]) == 3
     assert figures["simulate_peak_rss_mib"] > 50  # a Python process with torch: not a zero
     assert 0.5 < figures["mean_auc"] <= 1.0
     assert "peak RSS" in capsys.readouterr().out
+
+
+def test_scale_benchmark_runs_with_and_without_eviction_side_by_side(capsys):
+    from benchmarks.scale import main as scale
+
+    figures = scale(
+        [
+            *("--days", "3", "--rows", "2000", "--users", "400", "--items", "300"),
+            *("--new-items", "200", "--new-users", "100", "--lifetime", "2", "--evict-after", "1"),
+        ]
+    )
+    evicting, keeping = figures["runs"]
+    assert evicting["table_rows_per_day"][-1] < keeping["table_rows_per_day"][-1]
+    assert len(evicting["peak_rss_mib_per_day"]) == 3
+    assert "with eviction minus without" in capsys.readouterr().out
 
 
 def test_fuxictr_comparison_reloop_side_runs_on_the_same_split(tmp_path, frappe_dir):

@@ -139,8 +139,9 @@ def test_asking_for_a_gpu_where_there_is_none_is_a_clear_error(ingested):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_exported_model_scores_like_reloop_score(ingested, tmp_path, fmt):
+    from reloop_cli import vocabulary
     from reloop_cli.checkpoint import load_version
-    from reloop_cli.features import encode, load_vocab, to_tensors
+    from reloop_cli.features import encode, to_tensors
 
     if fmt == "onnx":
         pytest.importorskip("onnx")
@@ -155,7 +156,8 @@ def test_exported_model_scores_like_reloop_score(ingested, tmp_path, fmt):
 
     loaded = load_version(ingested, 1)
     rows = ingested.scan_logs(["2024-01-03"])
-    encoded = encode(rows, loaded.spec, load_vocab(ingested), loaded.meta["field_sizes"]).collect()
+    view = vocabulary.for_version(ingested, loaded.meta)
+    encoded = encode(rows, loaded.spec, view, loaded.meta["field_sizes"]).collect()
     table = to_tensors(encoded, loaded.spec)
     pctr = run_exported(target, fmt, table.categorical, table.dense)
     served = ingested.scan_scores(1, "2024-01-03").collect()

@@ -119,7 +119,7 @@ def uninterrupted(tmp_path_factory, tiny_logs):
     return root / "ws"
 
 
-@pytest.mark.parametrize("crash_at", ["ingest", "score", "train", "publish", "promote"])
+@pytest.mark.parametrize("crash_at", ["ingest", "score", "vocab", "train", "publish", "promote"])
 def test_a_cycle_killed_anywhere_is_finished_by_the_next_one(
     tmp_path, tiny_logs, uninterrupted, crash_at
 ):
@@ -137,6 +137,10 @@ def test_a_cycle_killed_anywhere_is_finished_by_the_next_one(
     for folder in (ws / "models").glob("v*"):
         assert (folder / "meta.json").exists() and (folder / "weights.pt").exists()
     assert state(ws)["live"] == 1  # the old version still serves
+    if crash_at == "vocab":  # killed before the new vocabulary was written: the old one stays
+        from reloop_cli import vocabulary
+
+        assert vocabulary.generation(vocabulary.load(Workspace(ws))) == 1
     rerun = cycle(ws, spec, feed)
     assert rerun.returncode == 0, rerun.stderr
     assert state(ws) == state(uninterrupted)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from reloop_cli.features import OOV_INDEX, encode, grow_vocab, load_vocab, vocab_sizes
+from reloop_cli import vocabulary
+from reloop_cli.features import OOV_INDEX, encode
 from reloop_cli.spec import spec_from_dict
 
 SPEC = spec_from_dict({"data": {"categorical": ["site"], "numeric": ["n"]}}, "t.toml")
@@ -18,20 +19,24 @@ def index_of(frame: pl.DataFrame) -> list[int]:
     return frame["site"].to_list()
 
 
+def grow(ws, spec, frame):
+    refreshed = vocabulary.refresh(ws, spec, frame, None)
+    return refreshed.view, refreshed.sizes
+
+
 def test_known_values_keep_their_rows_when_the_vocabulary_grows(ws):
-    first = grow_vocab(ws, SPEC, rows("b", "a"))
-    before = index_of(encode(rows("a", "b"), SPEC, first, vocab_sizes(first, SPEC)).collect())
-    second = grow_vocab(ws, SPEC, rows("0", "c", "a"))  # "0" sorts before "a": still appended
-    after = index_of(encode(rows("a", "b"), SPEC, second, vocab_sizes(second, SPEC)).collect())
+    first, first_sizes = grow(ws, SPEC, rows("b", "a"))
+    before = index_of(encode(rows("a", "b"), SPEC, first, first_sizes).collect())
+    second, second_sizes = grow(ws, SPEC, rows("0", "c", "a"))  # "0" sorts first: still appended
+    after = index_of(encode(rows("a", "b"), SPEC, second, second_sizes).collect())
     assert before == after
     assert OOV_INDEX not in after
-    assert load_vocab(ws).height == 4
+    assert vocabulary.load(ws).height == 4
 
 
 def test_unseen_values_and_values_newer_than_the_model_map_to_oov(ws):
-    vocab = grow_vocab(ws, SPEC, rows("a", "b"))
-    old_sizes = vocab_sizes(vocab, SPEC)
-    vocab = grow_vocab(ws, SPEC, rows("c"))
+    _, old_sizes = grow(ws, SPEC, rows("a", "b"))
+    vocab, _ = grow(ws, SPEC, rows("c"))
     encoded = encode(rows("a", "c", "never"), SPEC, vocab, old_sizes).collect()
     assert index_of(encoded)[1:] == [OOV_INDEX, OOV_INDEX]
     assert index_of(encoded)[0] != OOV_INDEX
@@ -39,13 +44,13 @@ def test_unseen_values_and_values_newer_than_the_model_map_to_oov(ws):
 
 def test_min_count_keeps_rare_values_out(ws):
     spec = SPEC.override("train", min_count=2)
-    vocab = grow_vocab(ws, spec, rows("a", "a", "b"))
+    vocab, _ = grow(ws, spec, rows("a", "a", "b"))
     assert vocab["value"].to_list() == ["a"]
 
 
 def test_dense_values_are_log_scaled_and_nulls_are_zero(ws):
-    vocab = grow_vocab(ws, SPEC, rows("a"))
+    vocab, sizes = grow(ws, SPEC, rows("a"))
     frame = pl.LazyFrame({"site": ["a", "a"], "n": [None, -3.0], "label": [0, 1]})
-    encoded = encode(frame, SPEC, vocab, vocab_sizes(vocab, SPEC)).collect()
+    encoded = encode(frame, SPEC, vocab, sizes).collect()
     assert encoded["n"][0] == 0.0
     assert abs(encoded["n"][1] + 1.3862944) < 1e-6  # -log1p(3)

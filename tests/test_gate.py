@@ -119,4 +119,5 @@ def test_a_cycle_prints_the_difference_with_its_interval(tmp_path, tiny_logs):
         "max_logloss_rise": 0.1,
         "confidence": 0.95,
         "min_clicks": 20,
+        "metric": "auc",
     }

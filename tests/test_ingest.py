@@ -153,7 +153,8 @@ def test_bad_rows_within_the_allowance_go_to_rejects(ws, tmp_path):
 
 
 def test_criteo_style_tsv_without_header_ingests_with_bucketised_counters(ws, tmp_path):
-    from reloop_cli.features import encode, grow_vocab, vocab_sizes
+    from reloop_cli import vocabulary
+    from reloop_cli.features import encode
     from reloop_cli.spec import load_spec
     from tests.conftest import REPO
 
@@ -167,8 +168,8 @@ def test_criteo_style_tsv_without_header_ingests_with_bucketised_counters(ws, tm
     path.write_text("\n".join(lines) + "\n")
     assert ingest(ws, spec, [path], days=2).rows == 40
     rows = ws.scan_logs(ws.days())
-    vocab = grow_vocab(ws, spec.override("train", min_count=1), rows)
-    encoded = encode(rows, spec, vocab, vocab_sizes(vocab, spec)).collect()
+    vocab, sizes = vocabulary.build(spec.override("train", min_count=1), rows)
+    encoded = encode(rows, spec, vocab, sizes).collect()
     assert encoded["I2"].dtype == pl.Int32  # counters became bucket indices
     assert encoded["I2"].n_unique() > 3
 

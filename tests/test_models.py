@@ -41,15 +41,22 @@ def test_each_model_learns_better_than_a_constant(name):
     assert final < constant - 0.05
 
 
-def test_warm_start_growth_keeps_parent_rows_and_adds_fresh_ones():
+def test_warm_start_copies_the_rows_of_kept_values_at_each_fields_offset():
+    import numpy as np
+
     spec = ModelSpec(name="deepfm", embedding_dim=4, hidden_units=(8,))
     parent = build_model(spec, [3, 5], 0)
     child = build_model(spec, [4, 7], 0)
-    child.embedding.grow_from(parent.embedding.table.weight.detach(), [3, 5])
+    fresh = child.embedding.table.weight.detach().clone()
+    kept = [  # field 0 keeps rows 0-2; field 1 keeps 0, 1 and 3 (row 2's value was evicted)
+        (np.array([0, 1, 2]), np.array([0, 1, 2])),
+        (np.array([0, 1, 3]), np.array([0, 1, 3])),
+    ]
+    child.embedding.copy_rows(parent.embedding.table.weight.detach(), [3, 5], kept)
     old, new = parent.embedding.table.weight, child.embedding.table.weight
     assert torch.equal(new[0:3], old[0:3])  # field 0 kept
-    assert torch.equal(new[4:9], old[3:8])  # field 1 kept, at its new offset
-    assert not torch.equal(new[3], torch.zeros(4))  # the new value's row is freshly initialised
+    assert torch.equal(new[[4, 5, 7]], old[[3, 4, 6]])  # field 1's kept rows at its new offset
+    assert torch.equal(new[[3, 6, 8, 9, 10]], fresh[[3, 6, 8, 9, 10]])  # the rest stay fresh
 
 
 def test_dropout_drops_p_of_units_keeps_the_mean_and_is_seeded():

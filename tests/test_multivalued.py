@@ -11,9 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from reloop_cli import vocabulary
 from reloop_cli.cli import app
 from reloop_cli.errors import BadInput
-from reloop_cli.features import encode, field_slots, grow_vocab, load_vocab, to_tensors, vocab_sizes
+from reloop_cli.features import encode, field_slots, to_tensors
 from reloop_cli.ingest import ingest
 from reloop_cli.metrics import auc
 from reloop_cli.models import MODELS, build_model
@@ -87,10 +88,11 @@ def test_tags_from_strings_and_list_columns_encode_to_padded_index_columns(ws, t
     stored = ws.scan_logs(ws.days()).collect().sort("ts")
     assert stored["tags"].to_list() == [["x", "y"], [], ["y", "z", "w", "x"], ["z", "q"], []]
 
-    vocab = grow_vocab(ws, SPEC, ws.scan_logs(ws.days()[:1]))  # day 1 only: q is unknown
+    refreshed = vocabulary.refresh(ws, SPEC, ws.scan_logs(ws.days()[:1]), None)  # day 1: no q
+    vocab = refreshed.view
     tags = vocab.filter(pl.col("field") == "tags")
     assert dict(zip(tags["value"], tags["index"], strict=True)) == {"w": 1, "x": 2, "y": 3, "z": 4}
-    sizes = vocab_sizes(vocab, SPEC)
+    sizes = refreshed.sizes
     table = to_tensors(encode(stored.lazy(), SPEC, vocab, sizes).collect(), SPEC)
     assert field_slots(SPEC) == [1, 3]
     assert table.categorical[:, 1:].tolist() == [
@@ -158,7 +160,8 @@ def test_the_loop_learns_from_tags_warm_starts_and_exports(ws, tmp_path):
 
     loaded = load_version(ws, 2)
     rows = ws.scan_logs(["2024-01-03"])
-    encoded = encode(rows, loaded.spec, load_vocab(ws), loaded.meta["field_sizes"]).collect()
+    view = vocabulary.for_version(ws, loaded.meta)
+    encoded = encode(rows, loaded.spec, view, loaded.meta["field_sizes"]).collect()
     table = to_tensors(encoded, loaded.spec)
     served = ws.scan_scores(2, "2024-01-03").collect()["pctr"].to_numpy()
     for fmt in ("torchscript", "onnx"):

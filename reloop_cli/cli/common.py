@@ -167,7 +167,7 @@ def spec_check(
         return
     out.print(f"{path}: valid")
     table = Table("setting", "value", title=f"spec '{spec.name}' as resolved")
-    for section in ("data", "model", "train", "gate"):
+    for section in [k for k in resolved if k != "name"]:
         for key, value in resolved[section].items():
             table.add_row(f"{section}.{key}", json.dumps(value))
     out.print(table)

@@ -44,6 +44,21 @@ def simulate(
         typer.Option(help="Run in N simulated worlds (synth seeds 0..N-1; 0 is the sample)."),
     ] = None,
     world_rows: Annotated[int, typer.Option(help="Rows per day of each simulated world.")] = 30_000,
+    closed_loop: Annotated[
+        bool,
+        typer.Option(
+            "--closed-loop", help="Each arm's model decides what its users see (synth worlds)."
+        ),
+    ] = False,
+    mode: Annotated[
+        str, typer.Option(help="Closed loop: paired (same requests) or ab.")
+    ] = "paired",
+    requests: Annotated[int, typer.Option(help="Closed loop: requests a day.")] = 6_000,
+    candidates: Annotated[int, typer.Option(help="Closed loop: candidates a request.")] = 20,
+    slots: Annotated[int, typer.Option(help="Closed loop: items shown a request.")] = 5,
+    policy: Annotated[str, typer.Option(help="Closed loop: epsilon or softmax.")] = "epsilon",
+    epsilon: Annotated[float, typer.Option(help="Closed loop: exploration share.")] = 0.05,
+    temperature: Annotated[float, typer.Option(help="Closed loop: softmax temperature.")] = 0.1,
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     spec_path: SpecOpt = None,
     ingest_days: Annotated[
@@ -62,6 +77,7 @@ def simulate(
     --world-seeds repeat the loop and report what holds across the repeats.
     Example: reloop simulate --days 7
     Example: reloop simulate --days 7 --seeds 3 --world-seeds 3
+    Example: reloop simulate --closed-loop --days 14 --world-seeds 3
     """
     from reloop_cli.errors import BadInput
     from reloop_cli.ingest import ingest as ingest_files
@@ -74,6 +90,21 @@ def simulate(
     from reloop_cli.spec import load_spec
 
     ws = Workspace(workspace)
+    if closed_loop:
+        from reloop_cli.serving import Policy
+
+        settings = {
+            "mode": mode,
+            "requests": requests,
+            "candidates": candidates,
+            "policy": Policy(policy, epsilon, temperature, slots),
+        }
+        from reloop_cli.cli.online import simulate_closed_loop
+
+        simulate_closed_loop(
+            ws, spec_path, files, days, arms, seeds, world_seeds, settings, as_json, alpha, model
+        )
+        return
 
     def action():
         chosen = parse_arms(arms)

@@ -242,6 +242,23 @@ def status_command(
         emit_json(report)
         return
     out.print(f"live version: {'v' + str(report['live']) if report['live'] else 'none'}")
+    if report["vocabulary"]:
+        rows = Table(
+            "field",
+            "rows",
+            "admitted",
+            "evicted",
+            title=f"vocabulary of the live version ({report['embedding_updates']} updates)",
+        )
+        for name, entry in report["vocabulary"].items():
+            hashed = f" (hashed into {entry['hashed']:,})" if entry.get("hashed") else ""
+            rows.add_row(
+                name,
+                f"{entry['live']:,}{hashed}",
+                f"{entry.get('admitted', 0):,}",
+                f"{entry.get('evicted', 0):,}",
+            )
+        out.print(rows)
     table = Table(
         "version",
         "day",

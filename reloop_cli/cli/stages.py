@@ -64,15 +64,40 @@ def synth(
     rows_per_day: Annotated[int, typer.Option(help="Impressions per day.")] = 30_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 0,
     start_date: Annotated[str, typer.Option(help="First day.")] = "2024-01-01",
+    users: Annotated[int, typer.Option(help="Users on day 0.")] = 300,
+    items: Annotated[int, typer.Option(help="Items on day 0.")] = 1_000,
+    new_items_per_day: Annotated[int, typer.Option(help="New items each day.")] = 30,
+    new_users_per_day: Annotated[int, typer.Option(help="New users each day.")] = 0,
+    item_lifetime_days: Annotated[
+        int, typer.Option(help="Days an item is shown before it retires (0: never).")
+    ] = 0,
+    user_lifetime_days: Annotated[
+        int, typer.Option(help="Days a user stays before leaving (0: never).")
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a simulated, drifting click log (one Parquet file per day).
 
     Example: reloop synth --days 8 --rows-per-day 20000 --seed 0 --out sample_data
+    At the scale of real logs (millions of ids, 200,000 new a day, retiring after 14 days):
+    reloop synth --days 61 --rows-per-day 1000000 --users 2000000 --items 1000000
+    --new-items-per-day 150000 --new-users-per-day 50000 --item-lifetime-days 14
+    --user-lifetime-days 30 --out big
     """
     from reloop_cli.synth import SynthConfig, synthesize
 
-    config = SynthConfig(days=days, rows_per_day=rows_per_day, seed=seed, start_date=start_date)
+    config = SynthConfig(
+        days=days,
+        rows_per_day=rows_per_day,
+        seed=seed,
+        start_date=start_date,
+        users=users,
+        initial_items=items,
+        new_items_per_day=new_items_per_day,
+        new_users_per_day=new_users_per_day,
+        item_lifetime_days=item_lifetime_days,
+        user_lifetime_days=user_lifetime_days,
+    )
     paths = run_stage(lambda: synthesize(config, out_dir))
     if as_json:
         emit_json({"files": [str(p) for p in paths], "rows_per_day": rows_per_day, "seed": seed})
@@ -257,7 +282,7 @@ def evaluate(
 
     def action():
         with ws.lock(), Registry(ws) as registry:
-            return evaluate_day(ws, registry, version, day)
+            return evaluate_day(ws, registry, version, day, with_offpolicy=True)
 
     result = run_stage(action)
     if as_json:
@@ -291,6 +316,25 @@ def evaluate(
         f"between two versions: {fmt(m['detectable_auc_difference'])} (95% confidence, 80% power; "
         "`reloop compare` pairs two versions on the same rows and detects less)"
     )
+    _print_offpolicy(result.offpolicy, {"version": f"v{version}"})
+
+
+def _print_offpolicy(estimates: dict | None, names: dict[str, str]) -> None:
+    """Where the day has logged slates: each version's online CTR, estimated off-policy."""
+    if not estimates:
+        return
+    observed = estimates["logging_ctr"]
+    out.print(
+        f"online CTR, estimated from the day's logged slates (policy {estimates['policy']['kind']}"
+        f", logged CTR {observed['value']:.4f}):"
+    )
+    for key, name in names.items():
+        snips, ips = estimates[key]["snips_ctr"], estimates[key]["ips_ctr"]
+        out.print(
+            f"  {name}: SNIPS {snips['value']:.4f} [{snips['low']:.4f}, {snips['high']:.4f}], "
+            f"IPS {ips['value']:.4f}; effective requests "
+            f"{estimates[key]['effective_requests']:,.0f} of {estimates[key]['requests']:,}"
+        )
 
 
 @app.command(rich_help_panel=PANEL)
@@ -347,3 +391,4 @@ def compare(
         f"smallest AUC difference this paired comparison detects: "
         f"{fmt(result.detectable_auc_difference)} ({level} confidence, 80% power)"
     )
+    _print_offpolicy(result.offpolicy, {"a": f"v{result.a}", "b": f"v{result.b}"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,8 +15,9 @@ class FieldEmbedding(nn.Module):
     """One vector per field and row: categorical fields by lookup, dense fields by scaling.
 
     All categorical fields share one table, each field owning a contiguous block of rows that
-    starts at its offset, so one gather serves every field. `grow_from` copies a parent's blocks
-    into a larger table, which is how a warm start keeps every known value's row.
+    starts at its offset, so one gather serves every field. `copy_rows` carries a parent's rows
+    over for the values both versions hold (`vocabulary.kept_rows`): how a warm start keeps every
+    known value's vector while evicted rows, reused by new values, start fresh.
 
     A multivalued field has `slots` index columns (its tags, 0 = none); its vector is the mean of
     its known tags' rows, the zero vector when it has none (FuxiCTR's masked mean pooling).
@@ -66,17 +68,24 @@ class FieldEmbedding(nn.Module):
         count = (weight @ self.assign).clamp(min=1.0)
         return total / count.unsqueeze(-1)
 
+    def touched_rows(self, categorical: torch.Tensor) -> torch.Tensor:
+        """The table rows a batch looks up, each once (what a sparse step updates)."""
+        return torch.unique(categorical + self.offsets)
+
     @torch.no_grad()
-    def grow_from(self, parent_table: torch.Tensor, parent_sizes: list[int]) -> None:
-        """Copy each field's parent rows into this (equal or larger) table, field by field."""
-        parent_start = 0
-        for field, (old, new) in enumerate(zip(parent_sizes, self.field_sizes, strict=True)):
-            keep = min(old, new)
-            start = int(self.offsets[field])
-            self.table.weight[start : start + keep] = parent_table[
-                parent_start : parent_start + keep
-            ]
-            parent_start += old
+    def copy_rows(
+        self,
+        parent_table: torch.Tensor,
+        parent_sizes: list[int],
+        pairs: list[tuple[np.ndarray, np.ndarray]],
+    ) -> None:
+        """Per field, copy the parent's rows `pairs[f][0]` into this table's rows `pairs[f][1]`."""
+        parent_offsets = np.concatenate([[0], np.cumsum(parent_sizes)[:-1]]).astype(np.int64)
+        own_offsets = np.concatenate([[0], np.cumsum(self.field_sizes)[:-1]]).astype(np.int64)
+        for position, (parent_rows, own_rows) in enumerate(pairs):
+            source = torch.from_numpy(parent_rows + parent_offsets[position])
+            target = torch.from_numpy(own_rows + own_offsets[position])
+            self.table.weight[target] = parent_table[source]
 
 
 class LinearTerm(nn.Module):
