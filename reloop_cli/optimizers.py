@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 # Table rows from which sparse updates are faster than dense ones on this project's 2-core
-# machine (DeepFM, 26 fields, dim 16; `python -m benchmarks.sparse`, docs/BENCHMARKS.md).
+# machine (DeepFM, 26 fields, dim 16; `python -m benchmarks.embeddings`, docs/BENCHMARKS.md).
 SPARSE_MIN_ROWS = 200_000
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from benchmarks.run import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_benchmark_smoke_run_reports_every_figure(capsys):
@@ -74,3 +78,25 @@ def test_oracle_gap_benchmark_separates_drift_from_estimation(capsys):
     assert 0 < figures["new_item_share"] < 0.2
     assert 0.5 < figures["reference_auc"] < figures["oracle_auc"]  # it learns, short of the truth
     assert "stale oracle" in capsys.readouterr().out
+
+
+def test_embedding_l2_study_trains_both_forms(capsys):
+    from benchmarks.embedding_l2 import main as embedding_l2
+
+    files = sorted((REPO / "sample_data").glob("clicks-*.parquet"))[:2]
+    summary = embedding_l2(
+        [
+            *map(str, files),
+            "--spec",
+            str(REPO / "pipelines" / "sample.toml"),
+            "--l2",
+            "0.01",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+        ]
+    )
+    assert [row["rows"] for row in summary] == ["all", "touched"]
+    assert all(0.5 < row["auc_mean"] < 1 for row in summary)
+    assert "touched" in capsys.readouterr().out
