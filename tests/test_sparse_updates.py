@@ -94,8 +94,12 @@ def test_training_with_sparse_updates_learns_as_well_as_dense(ws, tiny_logs, sam
     aucs = {}
     with Registry(ws) as registry:
         for updates in ("dense", "sparse"):
-            spec = sample_spec.override(
-                "train", embedding_updates=updates, embedding_l2=0.01, epochs=3
+            spec = sample_spec.override(  # the touched-row regulariser: sparse updates need it
+                "train",
+                embedding_updates=updates,
+                embedding_l2=0.01,
+                embedding_l2_rows="touched",
+                epochs=3,
             )
             trained = train_version(ws, registry, spec, "2024-01-03", use_live_parent=False)
             meta = registry.version_meta(trained.version)
