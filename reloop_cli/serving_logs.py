@@ -49,9 +49,7 @@ def candidate_rows(world: World, requests: Requests) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "impression_id": [f"{requests.day}-r{r}-c{c}" for r in requests.ids for c in range(k)],
-            "user_id": pl.Series(requests.user[repeat]).cast(pl.String).str.pad_start(5, "0"),
-            "item_id": pl.Series(item).cast(pl.String).str.pad_start(6, "0"),
-            "category": pl.Series(world.item_category[item]).cast(pl.String),
+            **world.id_columns(requests.user[repeat], item),
             "hour": pl.Series(requests.hour[repeat]).cast(pl.String),
             "device": pl.Series(DEVICES[requests.device[repeat]]),
             "position": pl.Series(["1"]).extend_constant("1", n * k - 1),
@@ -90,9 +88,7 @@ def served_logs(
             "impression_id": [f"{requests.day}-{arm}-r{r}-s{s}" for r in ids for s in range(slots)],
             "request_id": [f"{requests.day}-r{r}" for r in ids[rows]],
             "ts": requests.ts[rows],
-            "user_id": pl.Series(requests.user[rows]).cast(pl.String).str.pad_start(5, "0"),
-            "item_id": pl.Series(items).cast(pl.String).str.pad_start(6, "0"),
-            "category": pl.Series(world.item_category[items]).cast(pl.String),
+            **world.id_columns(requests.user[rows], items),
             "hour": requests.hour[rows].astype(np.int8),
             "device": DEVICES[requests.device[rows]],
             "position": np.tile(np.arange(1, slots + 1), n).astype(np.int8),

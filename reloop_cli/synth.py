@@ -126,9 +126,7 @@ class World:
             {
                 "impression_id": [f"{day_name}-{i:07d}" for i in range(n)],
                 "ts": ts[order],
-                "user_id": pl.Series(user[order]).cast(pl.String).str.pad_start(5, "0"),
-                "item_id": pl.Series(item[order]).cast(pl.String).str.pad_start(6, "0"),
-                "category": pl.Series(self.item_category[item[order]]).cast(pl.String),
+                **self.id_columns(user[order], item[order]),
                 "hour": hour[order].astype(np.int8),
                 "device": DEVICES[device[order]],
                 "position": position[order].astype(np.int8),
@@ -138,6 +136,15 @@ class World:
         )
         self._drift(next_day=index + 1)
         return frame
+
+    def id_columns(self, user: np.ndarray, item: np.ndarray) -> dict[str, pl.Series]:
+        """user_id, item_id and category spelled as every log of this world spells them: the
+        closed loop's logs and slates must match the open-loop logs, or a value reads as new."""
+        return {
+            "user_id": pl.Series(user).cast(pl.String).str.pad_start(5, "0"),
+            "item_id": pl.Series(item).cast(pl.String).str.pad_start(6, "0"),
+            "category": pl.Series(self.item_category[item]).cast(pl.String),
+        }
 
     def logit(
         self,
