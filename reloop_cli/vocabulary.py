@@ -256,10 +256,10 @@ def _update_field(
     ).sort(["count", "live", "value"], descending=[True, True, False])
     if policy.max_rows:
         pool = pool.head(policy.max_rows)
-    kept = set(pool.filter(pl.col("live"))["value"].to_list())
+    kept = pool.filter(pl.col("live")).select("value")
     admitted = pool.filter(~pl.col("live")).sort("value")
-    evicted = live.filter(~pl.col("value").is_in(list(kept)))
-    staying = live.filter(pl.col("value").is_in(list(kept)))
+    evicted = live.join(kept, on="value", how="anti", maintain_order="left")
+    staying = live.join(kept, on="value", how="semi", maintain_order="left")
     rows_free = _free_rows(mine, staying["index"], admitted.height)
     opened = admitted.select(
         pl.lit(name).alias("field"),
