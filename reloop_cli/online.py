@@ -74,6 +74,7 @@ class ClosedLoopResult:
         return float(np.mean(values)) if values else math.nan
 
     def to_dict(self) -> dict:
+        pooled = {arm: self.pooled(arm) for arm in self.lifts}
         return {
             "config": asdict(self.config),
             "arms": self.arms,
@@ -82,11 +83,8 @@ class ClosedLoopResult:
             "online": self.online,
             "lifts": self.lifts,
             "pooled": {
-                arm: {
-                    "ctr": self.pooled(arm).to_dict(),
-                    "verdict": statistics.verdict(self.pooled(arm)),
-                }
-                for arm in self.lifts
+                arm: {"ctr": lift.to_dict(), "verdict": statistics.verdict(lift)}
+                for arm, lift in pooled.items()
             },
             "means": {
                 policy: {key: self.mean(policy, key) for key in SUMMARY_KEYS}
@@ -126,15 +124,9 @@ def across_worlds(results: list[ClosedLoopResult]) -> dict:
     for arm in first.lifts:
         pooled = [r.pooled(arm) for r in results]
         lift = statistics.across_repeats([p.value for p in pooled])
-        better = sum(p.excludes_zero() and p.value > 0 for p in pooled)
-        worse = sum(p.excludes_zero() and p.value < 0 for p in pooled)
         lifts[arm] = {
             "ctr": lift.to_dict(),
-            "worlds": {
-                "better": better,
-                "worse": worse,
-                "no_difference": len(pooled) - better - worse,
-            },
+            "worlds": statistics.tally(pooled),
             "verdict": statistics.verdict(lift)
             if len(results) > 1
             else statistics.verdict(pooled[0]),

@@ -51,7 +51,7 @@ class RepeatsResult:
                     pooled = [getattr(r.comparisons[arm], key) for r in self.repeats]
                     lift = statistics.across_repeats([p.value for p in pooled])
                     entry[f"lift_{key}"] = lift
-                    entry[f"repeats_{key}"] = _tally(pooled, higher)
+                    entry[f"repeats_{key}"] = statistics.tally(pooled, higher)
                     entry[f"verdict_{key}"] = statistics.verdict(lift, higher_is_better=higher)
             out[arm] = entry
         return out
@@ -68,13 +68,6 @@ class RepeatsResult:
             "summary": summary,
             "repeats": [r.to_dict() for r in self.repeats],
         }
-
-
-def _tally(pooled: list[statistics.Estimate], higher_is_better: bool) -> dict[str, int]:
-    """How many repeats alone found the arm better, worse, or not different (at 95%)."""
-    better = sum(p.excludes_zero() and (p.value > 0) == higher_is_better for p in pooled)
-    worse = sum(p.excludes_zero() for p in pooled) - better
-    return {"better": better, "worse": worse, "no_difference": len(pooled) - better - worse}
 
 
 def world_workspace(ws: Workspace, world: int) -> Workspace:

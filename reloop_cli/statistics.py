@@ -193,6 +193,14 @@ def unpaired_difference_se(se: float) -> float:
     return math.sqrt(2) * se
 
 
+def tally(differences: list[Estimate], higher_is_better: bool = True) -> dict[str, int]:
+    """How many differences (one per repeat or world) alone were better, worse, or not
+    different (their interval holds zero)."""
+    better = sum(d.excludes_zero() and (d.value > 0) == higher_is_better for d in differences)
+    worse = sum(d.excludes_zero() for d in differences) - better
+    return {"better": better, "worse": worse, "no_difference": len(differences) - better - worse}
+
+
 def verdict(difference: Estimate, higher_is_better: bool = True) -> str:
     """One line: 'better, p = 0.003', 'worse, p = 0.04' or 'no detectable difference at 95%'."""
     if difference.p_value is None or math.isnan(difference.value):
