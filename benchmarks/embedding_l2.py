@@ -1,15 +1,15 @@
-"""`python -m benchmarks.embedding_l2`: the embedding regulariser over every row or touched rows.
+"""`python -m benchmarks.embedding_l2`: the embedding regulariser's forms side by side.
 
 Accuracy, not speed. Issue 13 moved the embedding L2 from FuxiCTR's form (lambda/2 * ||E||^2 over
-the whole table, every step) to the sparse trainers' form (over the rows a batch looks up), and
-asked for the Frappe bars to be re-measured in it. This trains bce DeepFM the way `reloop
-reproduce` trains its bce arm (same split function, same encoding, same early stopping) for each
-regulariser strength, each form and each seed, and prints test AUC / Logloss and their means.
+the whole table, every step: "all") to the rows a batch looks up ("touched", and "batch-aware",
+which weighs each touched row by 1 / P(row in a batch): `reloop_cli/regulariser.py`), and asked
+for the Frappe bars to be re-measured. This trains bce DeepFM the way `reloop reproduce` trains its
+bce arm (same split function, same encoding, same early stopping) for each regulariser strength,
+each form and each seed, and prints test AUC / Logloss and their means.
 
-The files are split 8:1:1 by a seeded hash of their impression ids; those ids come from loading
-the files directly, so the split is not the one `reloop reproduce -w WS` draws from an ingested
-workspace and the single-seed figures differ from docs/RESULTS.md's (its seed 0: 0.9656 there,
-0.9646 here); compare the forms with each other, within one run.
+By default the files are split 8:1:1 by a seeded hash of their impression ids, the split `reloop
+reproduce` draws (from the files or from a workspace ingested from them: the bce figures agree).
+`--split files` takes three files as train, validation and test (the full public Frappe split).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from reloop_cli.features import dense_fields, field_slots
 from reloop_cli.fitting import fit, predict_batches
 from reloop_cli.metrics import auc, logloss
 from reloop_cli.models import build_model
-from reloop_cli.reproduce import encode_splits, split_rows
+from reloop_cli.reproduce import encode_splits, parse_split, split_rows
 from reloop_cli.spec import load_spec
 
 FRAPPE = Path(__file__).resolve().parents[2] / "shared" / "data" / "frappe"
@@ -40,12 +40,13 @@ def run(
     forms: list[str],
     seeds: list[int],
     epochs: int | None,
+    split: str = "8:1:1",
 ) -> list[dict]:
     """Test AUC / Logloss of bce per (strength, form, seed), printed as each finishes."""
     spec = load_spec(spec_path).override("train", device="cpu")
     if epochs is not None:
         spec = spec.override("train", epochs=epochs)
-    parts = split_rows(None, spec, files, (0.8, 0.1, 0.1), 0)
+    parts = split_rows(None, spec, files, parse_split(split), 0)
     tables, sizes = encode_splits(parts, spec)
     results = []
     for strength in strengths:
@@ -101,9 +102,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("files", nargs="*", type=Path, default=DEFAULT_FILES)
     parser.add_argument("--spec", type=Path, default=Path("pipelines/frappe.toml"))
     parser.add_argument("--l2", default="0.3", help="comma-separated strengths")
-    parser.add_argument("--rows", default="all,touched", help="comma-separated forms")
+    parser.add_argument("--rows", default="all,touched,batch-aware", help="comma-separated forms")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--epochs", type=int, default=None, help="override the spec's max")
+    parser.add_argument(
+        "--split", default="8:1:1", help="train:valid:test ratio, or 'files' (train, valid, test)"
+    )
     args = parser.parse_args(argv)
     results = run(
         args.spec,
@@ -112,12 +116,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.rows.split(","),
         [int(x) for x in args.seeds.split(",")],
         args.epochs,
+        args.split,
     )
     summary = summarise(results)
-    print(f"{'lambda':>7} {'rows':>8} {'seeds':>5} {'AUC':>15} {'Logloss':>8}")
+    print(f"{'lambda':>7} {'rows':>11} {'seeds':>5} {'AUC':>15} {'Logloss':>8}")
     for row in summary:
         print(
-            f"{row['embedding_l2']:>7} {row['rows']:>8} {row['seeds']:>5} "
+            f"{row['embedding_l2']:>7} {row['rows']:>11} {row['seeds']:>5} "
             f"{row['auc_mean']:.4f} ± {row['auc_std']:.4f} {row['logloss_mean']:>8.4f}"
         )
     return summary

@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from reloop_cli.fitting import embedding_penalty
 from reloop_cli.losses import training_loss
 from reloop_cli.models import build_model
 from reloop_cli.optimizers import SPARSE_MIN_ROWS, Optimizer
+from reloop_cli.regulariser import embedding_penalty
 from reloop_cli.spec import ModelSpec
 
 FIELDS = 26

@@ -59,11 +59,20 @@ def gather(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def total(value: int) -> int:
     """Sum of an integer over all ranks."""
+    return int(sum_tensor(torch.tensor([value], dtype=torch.long)).item())
+
+
+def sum_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum of a CPU tensor over all ranks, returned on the CPU. nccl reduces only
+    tensors on the rank's GPU, so there the tensor travels to it and back; gloo takes it as is."""
     if not (is_distributed() and dist.is_initialized()):
-        return value
-    tensor = torch.tensor([value], dtype=torch.long)
-    dist.all_reduce(tensor)
-    return int(tensor.item())
+        return tensor
+    on_gpu = dist.get_backend() == "nccl"
+    summed = (
+        tensor.to(torch.device("cuda", torch.cuda.current_device())) if on_gpu else tensor.clone()
+    )
+    dist.all_reduce(summed)
+    return summed.cpu()
 
 
 def from_main(value: object) -> object:

@@ -6,10 +6,8 @@ decides: better -> remember these weights; not better -> multiply the learning r
 `plateau_factor` (reduce-on-plateau) and, after `patience` such epochs, stop. The best epoch's
 weights are restored at the end (FuxiCTR's schedule, without its fixed checkpoint path).
 
-The embedding regulariser, lambda/2 * ||e||^2, applies to the rows a batch touches, each once
-(the convention of sparse CTR trainers): a step's cost and effect stay with the rows it uses.
-`train.embedding_l2_rows = "all"` regularises every row every step instead (FuxiCTR's form, for
-small tables learned densely: docs/RESULTS.md measures both on Frappe).
+The embedding regulariser, lambda/2 * ||e||^2, applies to the rows a batch touches, each weighted
+by how rarely batches touch it, or to every row every step (`regulariser.py` says why).
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from reloop_cli import distributed, progress
 from reloop_cli.faults import crash_point
@@ -32,6 +29,7 @@ from reloop_cli.losses import training_loss
 from reloop_cli.metrics import auc, logloss
 from reloop_cli.models import CTRModel
 from reloop_cli.optimizers import Optimizer, wants_sparse
+from reloop_cli.regulariser import batch_aware_weights, embedding_penalty
 from reloop_cli.spec import TrainSpec
 
 
@@ -95,23 +93,6 @@ def validate(model: CTRModel, data: Batches) -> dict:
     return {"val_auc": auc(label, prob), "val_logloss": logloss(label, prob)}
 
 
-def embedding_penalty(
-    model: torch.nn.Module, categorical: torch.Tensor, rows: str = "touched"
-) -> torch.Tensor:
-    """Sum of squares of the table rows this batch looks up, each row once (`rows="all"`:
-    of every row, FuxiCTR's form)."""
-    network = getattr(model, "module", model)
-    total = torch.zeros((), device=categorical.device)
-    for module in network.embedding_tables():
-        weight = module.table.weight
-        if rows == "all":
-            total = total + weight.pow(2).sum()
-            continue
-        touched = module.touched_rows(categorical)
-        total = total + F.embedding(touched, weight, sparse=module.table.sparse).pow(2).sum()
-    return total
-
-
 def train_epoch(
     model: CTRModel,
     data: Batches,
@@ -120,9 +101,10 @@ def train_epoch(
     loss: str,
     alpha: float,
     generator: torch.Generator,
+    row_l2: list[torch.Tensor] | None = None,
 ) -> tuple[float, int]:
     """One pass over `data`; returns the mean loss (without the regulariser) and the number of
-    rows seen."""
+    rows seen. `row_l2`: the batch-aware regulariser's row weights."""
     model.train()
     device = _model_device(model)
     total, rows = torch.zeros((), device=device), 0
@@ -133,7 +115,7 @@ def train_epoch(
             objective = training_loss(loss, model(categorical, dense), label, y_last, alpha)
             regularised = objective
             if settings.embedding_l2 > 0 and not optimizer.sparse:  # sparse: RowAdam adds it
-                penalty = embedding_penalty(model, categorical, settings.embedding_l2_rows)
+                penalty = embedding_penalty(model, categorical, settings.embedding_l2_rows, row_l2)
                 regularised = objective + settings.embedding_l2 / 2 * penalty
             optimizer.zero_grad()
             regularised.backward()
@@ -161,8 +143,11 @@ def fit(
     device = distributed.init(resolve_device(settings.device))
     model.to(device)
     sparse = wants_sparse(settings.embedding_updates, model, settings.embedding_l2_rows)
+    row_l2 = None
+    if settings.embedding_l2 > 0 and settings.embedding_l2_rows == "batch-aware":
+        row_l2 = batch_aware_weights(model, train, settings.batch_size)  # the global batch
     # Built before DDP, which reads which tables are sparse when it wraps the model.
-    optimizer = Optimizer(model, settings.learning_rate, sparse, settings.embedding_l2)
+    optimizer = Optimizer(model, settings.learning_rate, sparse, settings.embedding_l2, row_l2)
     trained: torch.nn.Module = model
     if distributed.is_distributed():
         trained = torch.nn.parallel.DistributedDataParallel(
@@ -182,7 +167,7 @@ def fit(
         started = time.perf_counter()
         with trained.join() if distributed.is_distributed() else contextlib.nullcontext():
             mean_loss, rows = train_epoch(
-                trained, train, settings, optimizer, loss, alpha, generator
+                trained, train, settings, optimizer, loss, alpha, generator, row_l2
             )
         seconds = time.perf_counter() - started
         rows = distributed.total(rows)

@@ -33,7 +33,9 @@ class RowAdam(torch.optim.Optimizer):
     gradients). Untouched rows and their moments stay as they are; `t` counts the steps.
 
     `l2` adds the gradient of l2/2 * ||row||^2 to each touched row (l2 * row): the embedding
-    regulariser on the rows a batch touches, without a second lookup through autograd."""
+    regulariser on the rows a batch touches, without a second lookup through autograd. A param
+    group's `row_l2` (a tensor, one weight per row: `regulariser.batch_aware_weights`) scales it
+    row by row."""
 
     def __init__(
         self,
@@ -43,7 +45,8 @@ class RowAdam(torch.optim.Optimizer):
         eps: float = 1e-8,
         l2: float = 0.0,
     ) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "l2": l2})
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "l2": l2, "row_l2": None}
+        super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -64,7 +67,10 @@ class RowAdam(torch.optim.Optimizer):
                 grad = grad.coalesce()  # a row looked up several times: its gradients summed
                 rows, values = grad.indices()[0], grad.values()
                 if group["l2"]:
-                    values = values + group["l2"] * parameter.index_select(0, rows)
+                    decay = group["l2"] * parameter.index_select(0, rows)
+                    if group["row_l2"] is not None:
+                        decay.mul_(group["row_l2"].index_select(0, rows).unsqueeze(1))
+                    values = values + decay
                 exp_avg = state["exp_avg"].index_select(0, rows).lerp_(values, 1 - beta1)
                 exp_avg_sq = state["exp_avg_sq"].index_select(0, rows)
                 exp_avg_sq.mul_(beta2).addcmul_(values, values, value=1 - beta2)
@@ -100,10 +106,16 @@ class Optimizer:
     one `step`, `zero_grad` and learning rate for both. Call before wrapping the model in DDP:
     DDP reads which embeddings are sparse when it is built. With sparse updates the embedding
     regulariser is applied here (`RowAdam`'s l2); with dense ones the training loop adds it to
-    the loss (`fitting.embedding_penalty`)."""
+    the loss (`regulariser.embedding_penalty`); `row_l2`, one weight tensor per table, weighs
+    it row by row ("batch-aware")."""
 
     def __init__(
-        self, model: nn.Module, learning_rate: float, sparse: bool, embedding_l2: float = 0.0
+        self,
+        model: nn.Module,
+        learning_rate: float,
+        sparse: bool,
+        embedding_l2: float = 0.0,
+        row_l2: list[torch.Tensor] | None = None,
     ) -> None:
         tables = table_modules(model)
         for table in tables:
@@ -116,7 +128,12 @@ class Optimizer:
         if sparse:
             self.parts: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=learning_rate)]
             if rows:
-                self.parts.append(RowAdam(rows, lr=learning_rate, l2=embedding_l2))
+                weights = row_l2 if row_l2 is not None else [None] * len(rows)
+                groups = [
+                    {"params": [row], "row_l2": weight}
+                    for row, weight in zip(rows, weights, strict=True)
+                ]
+                self.parts.append(RowAdam(groups, lr=learning_rate, l2=embedding_l2))
         else:
             self.parts = [torch.optim.Adam(self.parameters, lr=learning_rate)]
 

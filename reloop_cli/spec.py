@@ -33,7 +33,7 @@ MONITORS = ("auc", "logloss", "auc-logloss")
 DEVICES = ("auto", "cpu", "cuda")
 EMBEDDING_UPDATES = ("auto", "sparse", "dense")
 GATE_METRICS = ("auc", "snips_ctr")
-L2_ROWS = ("touched", "all")
+L2_ROWS = ("batch-aware", "touched", "all")
 
 
 def _check(condition: bool, where: str, message: str) -> None:
@@ -202,9 +202,10 @@ class TrainSpec:
     # How the embedding tables learn: "sparse" updates only the rows a batch touches (SparseAdam),
     # "dense" updates every row (Adam); "auto" takes sparse for tables above SPARSE_MIN_ROWS rows.
     embedding_updates: str = "auto"
-    # Which rows embedding_l2 regularises: "touched" (the rows a batch looks up, each once: what
-    # sparse updates need) or "all" (every row every step, FuxiCTR's form; dense updates only).
-    embedding_l2_rows: str = "touched"
+    # Which rows embedding_l2 regularises (regulariser.py): "batch-aware" (the rows a batch looks
+    # up, each weighted by 1 / P(row in a batch)), "touched" (those rows, unweighted) or "all"
+    # (every row every step, FuxiCTR's form; dense updates only).
+    embedding_l2_rows: str = "batch-aware"
 
     def validate(self) -> None:
         _check(self.loss in LOSSES, "loss", f"'{self.loss}' is not one of {', '.join(LOSSES)}")
@@ -232,7 +233,7 @@ class TrainSpec:
             not (self.embedding_l2_rows == "all" and self.embedding_updates == "sparse"),
             "train.embedding_l2_rows",
             '"all" regularises every row every step, which sparse updates never touch; '
-            'use "touched" or embedding_updates = "dense"',
+            'use "batch-aware" or embedding_updates = "dense"',
         )
 
 

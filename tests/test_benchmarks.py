@@ -80,7 +80,7 @@ def test_oracle_gap_benchmark_separates_drift_from_estimation(capsys):
     assert "stale oracle" in capsys.readouterr().out
 
 
-def test_embedding_l2_study_trains_both_forms(capsys):
+def test_embedding_l2_study_trains_every_form(capsys):
     from benchmarks.embedding_l2 import main as embedding_l2
 
     files = sorted((REPO / "sample_data").glob("clicks-*.parquet"))[:2]
@@ -97,6 +97,6 @@ def test_embedding_l2_study_trains_both_forms(capsys):
             "1",
         ]
     )
-    assert [row["rows"] for row in summary] == ["all", "touched"]
+    assert [row["rows"] for row in summary] == ["all", "touched", "batch-aware"]
     assert all(0.5 < row["auc_mean"] < 1 for row in summary)
     assert "touched" in capsys.readouterr().out

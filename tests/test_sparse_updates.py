@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from reloop_cli.fitting import embedding_penalty
 from reloop_cli.losses import training_loss
 from reloop_cli.models import build_model
 from reloop_cli.optimizers import SPARSE_MIN_ROWS, Optimizer, table_modules, wants_sparse
+from reloop_cli.regulariser import embedding_penalty
 from reloop_cli.spec import ModelSpec
 
 SIZES = [40, 60]  # a toy table: two fields, 100 rows
