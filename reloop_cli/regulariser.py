@@ -24,7 +24,7 @@ from reloop_cli import distributed
 COUNT_BATCH_ROWS = 65_536
 
 
-def _networks_tables(model: torch.nn.Module) -> list[torch.nn.Module]:
+def _field_embeddings(model: torch.nn.Module) -> list[torch.nn.Module]:
     network = getattr(model, "module", model)  # the model itself, also when DDP wraps it
     return list(network.embedding_tables())
 
@@ -35,7 +35,7 @@ def batch_aware_weights(model: torch.nn.Module, data, batch_size: int) -> list[t
     `data` (any `Batches`) counts the lookups; under DDP the counts and rows of every rank's shard
     are summed, and `batch_size` is the global batch. A row no training row looks up is never
     touched and gets weight 0."""
-    tables = _networks_tables(model)
+    tables = _field_embeddings(model)
     counts = [torch.zeros(t.table.num_embeddings, dtype=torch.float64) for t in tables]
     rows = 0
     for categorical, *_ in data.batches(COUNT_BATCH_ROWS):
@@ -64,7 +64,7 @@ def embedding_penalty(
     """Sum of squares of the table rows this batch looks up, each row once, times its weight
     when `weights` (from `batch_aware_weights`) are given; `rows="all"`: of every row."""
     total = torch.zeros((), device=categorical.device)
-    for position, module in enumerate(_networks_tables(model)):
+    for position, module in enumerate(_field_embeddings(model)):
         weight = module.table.weight
         if rows == "all":
             total = total + weight.pow(2).sum()
