@@ -1,6 +1,6 @@
 """The optimisation loop shared by daily training and the paper's static protocol.
 
-Adam over shuffled batches (SparseAdam on the embedding rows a batch touches, for large tables:
+Adam over shuffled batches (row-wise Adam on the embedding rows a batch touches, for large tables:
 `optimizers.py`); after each epoch the validation slice is scored and the monitored metric
 decides: better -> remember these weights; not better -> multiply the learning rate by
 `plateau_factor` (reduce-on-plateau) and, after `patience` such epochs, stop. The best epoch's
@@ -22,14 +22,16 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from torch.distributed.algorithms import Join
 
 from reloop_cli import distributed, progress
 from reloop_cli.faults import crash_point
 from reloop_cli.losses import training_loss
 from reloop_cli.metrics import auc, logloss
 from reloop_cli.models import CTRModel
-from reloop_cli.optimizers import Optimizer, wants_sparse
+from reloop_cli.optimizers import Optimizer, table_modules, wants_sparse
 from reloop_cli.regulariser import batch_aware_weights, embedding_penalty
+from reloop_cli.sparse_sync import TableGradients, exclude_from_ddp
 from reloop_cli.spec import TrainSpec
 
 
@@ -102,9 +104,11 @@ def train_epoch(
     alpha: float,
     generator: torch.Generator,
     row_l2: list[torch.Tensor] | None = None,
+    tables: TableGradients | None = None,
 ) -> tuple[float, int]:
     """One pass over `data`; returns the mean loss (without the regulariser) and the number of
-    rows seen. `row_l2`: the batch-aware regulariser's row weights."""
+    rows seen. `row_l2`: the batch-aware regulariser's row weights; `tables`: under DDP with
+    sparse updates, what averages the tables' gradients over the ranks."""
     model.train()
     device = _model_device(model)
     total, rows = torch.zeros((), device=device), 0
@@ -119,6 +123,8 @@ def train_epoch(
                 regularised = objective + settings.embedding_l2 / 2 * penalty
             optimizer.zero_grad()
             regularised.backward()
+            if tables is not None:
+                tables.average()
             if settings.max_grad_norm > 0:  # FuxiCTR clips at 10 by default
                 optimizer.clip_grad_norm(settings.max_grad_norm)
             optimizer.step()
@@ -126,6 +132,15 @@ def train_epoch(
             rows += len(label)
             bar.advance()
     return float(total) / max(rows, 1), rows
+
+
+def _uneven_batches(trained: torch.nn.Module, tables: TableGradients | None):
+    """Under DDP, let ranks run out of batches at different steps (torch's Join: a rank that is
+    done keeps answering the others' collectives); a no-op in one process."""
+    if not distributed.is_distributed():
+        return contextlib.nullcontext()
+    joinables = [trained] + ([tables] if tables is not None else [])
+    return Join(joinables, divide_by_initial_world_size=True)
 
 
 def fit(
@@ -149,7 +164,11 @@ def fit(
     # Built before DDP, which reads which tables are sparse when it wraps the model.
     optimizer = Optimizer(model, settings.learning_rate, sparse, settings.embedding_l2, row_l2)
     trained: torch.nn.Module = model
+    tables = None
     if distributed.is_distributed():
+        if sparse:  # DDP's own sparse reduction crashes ranks: sparse_sync.py
+            tables = TableGradients([t.weight for t in table_modules(model)], device)
+            exclude_from_ddp(model, tables.tables)
         trained = torch.nn.parallel.DistributedDataParallel(
             model,
             device_ids=[device.index] if device.type == "cuda" else None,
@@ -165,9 +184,9 @@ def fit(
         lr = optimizer.learning_rate
         crash_point(f"fit-rank{distributed.rank()}")
         started = time.perf_counter()
-        with trained.join() if distributed.is_distributed() else contextlib.nullcontext():
+        with _uneven_batches(trained, tables):
             mean_loss, rows = train_epoch(
-                trained, train, settings, optimizer, loss, alpha, generator, row_l2
+                trained, train, settings, optimizer, loss, alpha, generator, row_l2, tables
             )
         seconds = time.perf_counter() - started
         rows = distributed.total(rows)

@@ -199,11 +199,14 @@ def train(
         lock = ws.lock() if distributed.is_main() else contextlib.nullcontext()
         try:
             with lock, Registry(ws) as registry:
-                return train_version(
+                result = train_version(
                     ws, registry, spec, day, chain=chain, parent=parent, promote=promote
                 )
-        finally:
-            distributed.shutdown()
+        except BaseException:
+            distributed.shutdown(wait=False)
+            raise
+        distributed.shutdown()
+        return result
 
     result = run_stage(action)
     if not distributed.is_main():
