@@ -1,4 +1,4 @@
-"""The optimiser of a training run: SparseAdam on the embedding rows a batch touches, Adam on the
+"""The optimiser of a training run: RowAdam on the embedding rows a batch touches, Adam on the
 dense layers.
 
 Why: a dense Adam step reads and writes every row of an embedding table (its gradient, both
@@ -19,6 +19,8 @@ import math
 
 import torch
 from torch import nn
+
+from reloop_cli.models.base import field_embeddings
 
 # Table rows from which sparse updates are faster than dense ones on this project's 2-core
 # machine (DeepFM, 26 fields, dim 16; `python -m benchmarks.embeddings`, docs/BENCHMARKS.md).
@@ -86,8 +88,7 @@ class RowAdam(torch.optim.Optimizer):
 
 def table_modules(model: nn.Module) -> list[nn.Embedding]:
     """The per-value embedding tables (the shared field embedding's and the linear term's)."""
-    network = getattr(model, "module", model)  # the model itself, also when DDP wraps it
-    return [m.table for m in network.embedding_tables()]
+    return [m.table for m in field_embeddings(model)]
 
 
 def wants_sparse(setting: str, model: nn.Module, l2_rows: str = "touched") -> bool:

@@ -19,14 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from reloop_cli import distributed
+from reloop_cli.models.base import field_embeddings
 
 # Rows read at a time while counting how often each table row is looked up.
 COUNT_BATCH_ROWS = 65_536
-
-
-def _field_embeddings(model: torch.nn.Module) -> list[torch.nn.Module]:
-    network = getattr(model, "module", model)  # the model itself, also when DDP wraps it
-    return list(network.embedding_tables())
 
 
 @torch.no_grad()
@@ -35,24 +31,33 @@ def batch_aware_weights(model: torch.nn.Module, data, batch_size: int) -> list[t
     `data` (any `Batches`) counts the lookups; under DDP the counts and rows of every rank's shard
     are summed, and `batch_size` is the global batch. A row no training row looks up is never
     touched and gets weight 0."""
-    tables = _field_embeddings(model)
-    counts = [torch.zeros(t.table.num_embeddings, dtype=torch.float64) for t in tables]
+    tables = field_embeddings(model)
+    # Tables with one layout (DeepFM's field embedding and linear term) share their counts.
+    by_layout = {_layout(module): module for module in tables}
+    counts = {
+        layout: torch.zeros(module.table.num_embeddings, dtype=torch.float64)
+        for layout, module in by_layout.items()
+    }
     rows = 0
     for categorical, *_ in data.batches(COUNT_BATCH_ROWS):
         rows += len(categorical)
-        for module, count in zip(tables, counts, strict=True):
+        for layout, module in by_layout.items():
             looked_up = (categorical + module.offsets.cpu()).reshape(-1)
-            count += torch.bincount(looked_up, minlength=count.numel()).double()
-    counts = [distributed.sum_tensor(count) for count in counts]
+            counts[layout] += torch.bincount(looked_up, minlength=layout[0]).double()
     rows = distributed.total(rows)
-    weights = []
-    for module, count in zip(tables, counts, strict=True):
+    weights = {}
+    for layout, count in counts.items():
+        count = distributed.sum_tensor(count)
         share = count / max(rows, 1)  # the chance one training row looks this table row up
         # P(in a batch) = 1 - (1 - share)^batch, computed without cancellation for rare rows
         chance = -torch.expm1(batch_size * torch.log1p(-share.clamp(max=1 - 1e-12)))
-        weight = torch.where(count > 0, 1.0 / chance.clamp(min=1e-300), 0.0)
-        weights.append(weight.float().to(module.table.weight.device))
-    return weights
+        weights[layout] = torch.where(count > 0, 1.0 / chance.clamp(min=1e-300), 0.0).float()
+    return [weights[_layout(module)].to(module.table.weight.device) for module in tables]
+
+
+def _layout(module: torch.nn.Module) -> tuple[int, tuple[int, ...]]:
+    """What decides which table row a lookup hits: the table's size and each column's offset."""
+    return module.table.num_embeddings, tuple(module.offsets.tolist())
 
 
 def embedding_penalty(
@@ -64,7 +69,7 @@ def embedding_penalty(
     """Sum of squares of the table rows this batch looks up, each row once, times its weight
     when `weights` (from `batch_aware_weights`) are given; `rows="all"`: of every row."""
     total = torch.zeros((), device=categorical.device)
-    for position, module in enumerate(_field_embeddings(model)):
+    for position, module in enumerate(field_embeddings(model)):
         weight = module.table.weight
         if rows == "all":
             total = total + weight.pow(2).sum()

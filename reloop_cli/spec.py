@@ -199,7 +199,7 @@ class TrainSpec:
     last_source: str = "parent"
     min_count: int = 1  # a value seen fewer times in a window stays out-of-vocabulary
     device: str = "auto"  # cpu | cuda | auto (cuda when one is visible); nothing needs a GPU
-    # How the embedding tables learn: "sparse" updates only the rows a batch touches (SparseAdam),
+    # How the embedding tables learn: "sparse" updates only the rows a batch touches (RowAdam),
     # "dense" updates every row (Adam); "auto" takes sparse for tables above SPARSE_MIN_ROWS rows.
     embedding_updates: str = "auto"
     # Which rows embedding_l2 regularises (regulariser.py): "batch-aware" (the rows a batch looks

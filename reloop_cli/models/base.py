@@ -43,3 +43,9 @@ class CTRModel(nn.Module):
 
     def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+def field_embeddings(model: nn.Module) -> list[nn.Module]:
+    """`model.embedding_tables()`, also when DDP wraps the model (as its `module`): what the
+    optimizer and the regulariser both need, under torchrun as in one process."""
+    return getattr(model, "module", model).embedding_tables()
