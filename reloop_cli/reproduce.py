@@ -21,6 +21,7 @@ import polars as pl
 import torch
 
 from reloop_cli import vocabulary
+from reloop_cli.environment import environment
 from reloop_cli.errors import BadInput
 from reloop_cli.features import (
     TensorTable,
@@ -122,6 +123,7 @@ class ReproduceResult:
             ],
             "previous_models": self.previous,
             "parent": self.parent,
+            "environment": environment(),
         }
 
 

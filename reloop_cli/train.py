@@ -19,6 +19,7 @@ import torch
 
 from reloop_cli import distributed, vocabulary
 from reloop_cli.checkpoint import load_version, publish_version
+from reloop_cli.environment import environment
 from reloop_cli.errors import BadInput
 from reloop_cli.features import categorical_fields, dense_fields, encode, field_slots
 from reloop_cli.fitting import fit, resolve_device
@@ -280,7 +281,7 @@ def train_version(
             "vocabulary": refreshed.report()["fields"],
             "n_dense": len(dense_fields(spec)),
             "spec": spec.to_dict(),
-            "libraries": {"torch": torch.__version__, "polars": pl.__version__},
+            "environment": environment(),
         }
         if main:
             result.version = publish_version(ws, registry, model, meta, staging)

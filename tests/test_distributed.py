@@ -75,6 +75,7 @@ def test_two_ranks_match_one_process_and_see_every_row_once_per_epoch(workspaces
     assert len(list((ddp_root / "models").glob("v*"))) == 1  # only rank 0 wrote a version
     meta = json.loads((ddp_root / "models" / "v0001" / "meta.json").read_text())
     assert meta["embedding_updates"] == updates
+    assert meta["environment"]["world_size"] == 2
 
 
 def test_a_rank_that_dies_fails_the_run_and_writes_no_version(workspaces):

@@ -86,6 +86,9 @@ def test_reproduce_runs_the_static_protocol_on_a_tiny_slice(ws, tiny_logs, sampl
     deepfm_bce = next(a for a in result.arms if a.model == "deepfm" and a.loss == "bce")
     assert result.lift(deepfm_bce) == {"auc_pct": 0.0, "logloss_pct": 0.0}
     assert len(result.previous) == 4  # one previous model per backbone and seed
+    recorded = result.to_dict()["environment"]  # what the figures were computed on
+    assert recorded["torch_threads"] == torch.get_num_threads() >= 1
+    assert recorded["torch"] == torch.__version__ and recorded["world_size"] == 1
 
 
 def test_reproduce_parent_share_and_epochs_shape_the_previous_model(ws, tiny_logs, sample_spec):
