@@ -4,13 +4,9 @@ form's, a sparse step applies it exactly as the dense loss does, and DDP ranks a
 from __future__ import annotations
 
 import copy
-import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from reloop_cli.features import TensorTable
 from reloop_cli.losses import training_loss
@@ -18,7 +14,9 @@ from reloop_cli.models import build_model
 from reloop_cli.optimizers import Optimizer, table_modules
 from reloop_cli.regulariser import batch_aware_weights, embedding_penalty
 from reloop_cli.spec import ModelSpec
+from tests.ranks import run_ranks
 
+WORLD = 2
 SIZES = [30, 50]  # two fields, 80 rows; the last rows of each field are never looked up
 
 
@@ -108,35 +106,18 @@ def test_a_sparse_step_applies_the_row_weights_as_the_dense_loss_does():
         assert not torch.allclose(sparse_m[touched], plain_m[touched], atol=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _rank_weights(rank: int, world: int, port: int, results) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+def _rank_weights(rank: int) -> list[torch.Tensor]:
+    data = toy_rows()
+    shard = torch.arange(rank, len(data), WORLD)  # how training shards: row i to rank i % world
+    mine = TensorTable(
+        data.categorical[shard], data.dense[shard], data.label[shard], data.y_last[shard]
     )
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        data = toy_rows()
-        shard = torch.arange(rank, len(data), world)  # how training shards: row i to rank i % world
-        mine = TensorTable(
-            data.categorical[shard], data.dense[shard], data.label[shard], data.y_last[shard]
-        )
-        model = build_model(ModelSpec(name="fm", embedding_dim=4), SIZES, 0)
-        results[rank] = [w.clone() for w in batch_aware_weights(model, mine, batch_size=64)]
-    finally:
-        dist.destroy_process_group()
+    model = build_model(ModelSpec(name="fm", embedding_dim=4), SIZES, 0)
+    return [w.clone() for w in batch_aware_weights(model, mine, batch_size=64)]
 
 
 def test_ddp_ranks_weigh_rows_by_the_whole_window_not_their_shard():
-    world = 2
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_rank_weights, args=(world, _free_port(), results), nprocs=world)
-        per_rank = [results[rank] for rank in range(world)]
+    per_rank = run_ranks(_rank_weights, WORLD)
     model = build_model(ModelSpec(name="fm", embedding_dim=4), SIZES, 0)
     single = batch_aware_weights(model, toy_rows(), batch_size=64)
     for rank_weights in per_rank:

@@ -4,17 +4,13 @@ averaging every step's gradients by hand gives."""
 
 from __future__ import annotations
 
-import os
-import socket
-from datetime import timedelta
-
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
+from torch.distributed.algorithms import Join
 
 from reloop_cli import distributed
 from reloop_cli.sparse_sync import TableGradients, exclude_from_ddp
+from tests.ranks import run_ranks
 
 WORLD = 2
 ROWS, DIM = 12, 3
@@ -24,20 +20,6 @@ BATCHES = {
     0: [torch.tensor([1, 3, 3, 7]), torch.tensor([0, 9]), torch.tensor([5, 5, 5])],
     1: [torch.tensor([3, 4, 8, 1])],
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _join(rank: int, port: int) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD)
-    )
-    # A rank left waiting on a collective fails the test in seconds instead of hanging it.
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
 
 
 class Toy(nn.Module):
@@ -54,30 +36,23 @@ class Toy(nn.Module):
         return (self.head(self.embedding(ids)) + self.linear(ids)).pow(2).sum()
 
 
-def _rank_sums(rank: int, port: int, results) -> None:
-    _join(rank, port)
-    try:
-        if rank == 0:  # duplicates, uncoalesced
-            grad = torch.sparse_coo_tensor([[2, 5, 2]], torch.ones(3, DIM), (ROWS, DIM))
-            empty_elsewhere = torch.sparse_coo_tensor([[4]], torch.full((1, DIM), 2.0), (ROWS, DIM))
-        else:
-            grad = torch.sparse_coo_tensor([[5, 0]], torch.full((2, DIM), 3.0), (ROWS, DIM))
-            empty_elsewhere = torch.sparse_coo_tensor(
-                torch.zeros((1, 0), dtype=torch.long), torch.zeros(0, DIM), (ROWS, DIM)
-            )
-        results[rank] = (
-            distributed.sum_sparse(grad).to_dense(),
-            distributed.sum_sparse(empty_elsewhere).to_dense(),
+def _rank_sums(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if rank == 0:  # duplicates, uncoalesced
+        grad = torch.sparse_coo_tensor([[2, 5, 2]], torch.ones(3, DIM), (ROWS, DIM))
+        empty_elsewhere = torch.sparse_coo_tensor([[4]], torch.full((1, DIM), 2.0), (ROWS, DIM))
+    else:
+        grad = torch.sparse_coo_tensor([[5, 0]], torch.full((2, DIM), 3.0), (ROWS, DIM))
+        empty_elsewhere = torch.sparse_coo_tensor(
+            torch.zeros((1, 0), dtype=torch.long), torch.zeros(0, DIM), (ROWS, DIM)
         )
-    finally:
-        dist.destroy_process_group()
+    return (
+        distributed.sum_sparse(grad).to_dense(),
+        distributed.sum_sparse(empty_elsewhere).to_dense(),
+    )
 
 
 def test_sum_sparse_adds_every_ranks_rows_including_a_rank_with_none():
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_rank_sums, args=(_free_port(), results), nprocs=WORLD)
-        per_rank = [results[rank] for rank in range(WORLD)]
+    per_rank = run_ranks(_rank_sums, WORLD)
     expected = torch.zeros(ROWS, DIM)
     expected[2], expected[5], expected[0] = 2.0, 1.0 + 3.0, 3.0
     only_rank0 = torch.zeros(ROWS, DIM)
@@ -87,25 +62,19 @@ def test_sum_sparse_adds_every_ranks_rows_including_a_rank_with_none():
         assert torch.equal(other, only_rank0)
 
 
-def _rank_train(rank: int, port: int, results) -> None:
-    _join(rank, port)
-    try:
-        model = Toy()
-        tables = TableGradients([model.embedding.weight, model.linear.weight], torch.device("cpu"))
-        exclude_from_ddp(model, tables.tables)
-        trained = nn.parallel.DistributedDataParallel(model)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        with torch.distributed.algorithms.Join(
-            [trained, tables], divide_by_initial_world_size=True
-        ):
-            for ids in BATCHES[rank]:
-                optimizer.zero_grad()
-                trained(ids).backward()
-                tables.average()
-                optimizer.step()
-        results[rank] = {name: p.detach().clone() for name, p in model.named_parameters()}
-    finally:
-        dist.destroy_process_group()
+def _rank_train(rank: int) -> dict[str, torch.Tensor]:
+    model = Toy()
+    tables = TableGradients([model.embedding.weight, model.linear.weight], torch.device("cpu"))
+    exclude_from_ddp(model, tables.tables)
+    trained = nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Join([trained, tables], divide_by_initial_world_size=True):
+        for ids in BATCHES[rank]:
+            optimizer.zero_grad()
+            trained(ids).backward()
+            tables.average()
+            optimizer.step()
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
 def _by_hand() -> dict[str, torch.Tensor]:
@@ -128,10 +97,7 @@ def _by_hand() -> dict[str, torch.Tensor]:
 
 
 def test_ranks_with_uneven_batches_end_with_the_same_tables_as_averaging_by_hand():
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_rank_train, args=(_free_port(), results), nprocs=WORLD)
-        per_rank = [results[rank] for rank in range(WORLD)]
+    per_rank = run_ranks(_rank_train, WORLD)
     expected = _by_hand()
     start = dict(Toy().named_parameters())
     for parameters in per_rank:
