@@ -66,15 +66,26 @@ def _version_for(registry: Registry, day: str) -> dict | None:
 
 
 def plan_cycle(
-    ws: Workspace, spec: Spec, logs: str, day: str | None, describe: bool = True
+    ws: Workspace,
+    spec: Spec,
+    logs: str,
+    day: str | None,
+    describe: bool = True,
+    read_new: bool = True,
 ) -> CycleResult:
     """What a cycle would do; reads, validates the new files, writes nothing. `describe` adds
-    the training and promotion steps to the plan (for --dry-run)."""
+    the training and promotion steps to the plan (for --dry-run). Without `read_new` the new
+    files are only listed, not read: the cycle then takes its day from the workspace after
+    ingesting them (`result.day` is None until then), so each file is validated once."""
     if not spec.data.time_column:
         raise BadInput(f"{spec.source}: `reloop run` needs data.time_column to date new logs")
     files = discover(logs)
     new = [f for f in files if not is_ingested(ws, spec, f)]
     days = set(ws.days())
+    if not read_new:
+        result = CycleResult(outcome="dry-run", new_files=[str(f.path) for f in new])
+        result.sources = list(new)
+        return result
     for source in new:  # one file at a time: a backlog of days never sits in memory at once
         batch = load_files([source], spec, None, spec.data.start_date)
         days |= set(batch.filter(pl.col("reject_reason").is_null())["day"].unique())
@@ -133,7 +144,9 @@ def run_cycle(
     force: bool = False,
 ) -> CycleResult:
     """One cycle; call under the workspace lock."""
-    result = plan_cycle(ws, spec, logs, day, describe=False)
+    # A backfill (`day` given) checks the day against the new files before writing anything;
+    # the nightly cycle trains on the newest day, known once the new files are ingested.
+    result = plan_cycle(ws, spec, logs, day, describe=False, read_new=day is not None)
     result.outcome, result.forced = "nothing-new", force
     if result.new_files:
         ingested: IngestResult = ingest(ws, spec, result.sources)
@@ -145,6 +158,11 @@ def run_cycle(
             len(result.new_files),
         )
         _report_late_rows(registry, ingested, result)
+    if result.day is None:
+        held = ws.days()
+        if not held:
+            raise BadInput(f"{logs}: no rows to train on")
+        result.day = held[-1]
     target = result.day
     live = result.live_before = registry.live(CHAIN)
     existing = _version_for(registry, target)

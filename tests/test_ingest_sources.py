@@ -243,3 +243,35 @@ def test_a_cron_cycle_says_which_trained_day_gained_late_rows(tmp_path, tiny_log
     late.with_columns(pl.col("impression_id") + "2").write_parquet(drop / "late-again.parquet")
     text = cycle().stdout
     assert "2024-01-01: 50 late row(s) appended; trained on by v1, not retrained" in text
+
+
+def test_a_cron_cycle_reads_each_new_file_once(tmp_path, tiny_logs, monkeypatch):
+    """The nightly cycle takes its day from the workspace after ingesting, rather than reading
+    every new file once to plan and again to ingest; a backfill (`--day`) still checks first."""
+    from reloop_cli import ingest as ingest_module
+    from tests.test_cycle import write_spec
+
+    reads: list[str] = []
+    read_one = ingest_module._load_one
+
+    def counted(source, spec, today):
+        reads.append(source.path.name)
+        return read_one(source, spec, today)
+
+    monkeypatch.setattr(ingest_module, "_load_one", counted)
+    spec_file = write_spec(tmp_path, "spec")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    for path in tiny_logs[:2]:
+        (drop / path.name).write_bytes(path.read_bytes())
+    args = ["run", "--spec", str(spec_file), "--logs", str(drop), "-w", str(tmp_path / "ws")]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["day"] == "2024-01-02"
+    assert sorted(reads) == sorted(p.name for p in tiny_logs[:2])
+    reads.clear()
+    (drop / tiny_logs[2].name).write_bytes(tiny_logs[2].read_bytes())
+    refused = CliRunner().invoke(app, [*args, "--day", "2024-01-09"])
+    assert refused.exit_code == EXIT_BAD_INPUT and "--day 2024-01-09" in refused.output
+    assert reads == [tiny_logs[2].name]  # read to check the day, and nothing ingested
+    assert not (tmp_path / "ws" / "logs" / "day=2024-01-03").exists()
