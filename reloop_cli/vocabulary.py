@@ -144,8 +144,9 @@ def sizes(spec: Spec, view: pl.DataFrame) -> list[int]:
     ]
 
 
-def _counts(spec: Spec, name: str, rows: pl.LazyFrame) -> pl.DataFrame:
-    """value, count and last day seen (when the rows carry a `day`) of one field."""
+def value_counts(spec: Spec, name: str, rows: pl.LazyFrame) -> pl.DataFrame:
+    """One field's values with `seen`, their lookups (rows; tags for a multivalued field), and
+    `seen_day`, the last day seen (when the rows carry a `day`)."""
     from reloop_cli.features import token  # features imports this module: import at use
 
     has_day = "day" in rows.collect_schema().names()
@@ -207,7 +208,7 @@ def update(
         if policy.hash_buckets:
             reports[name] = FieldReport(live=policy.hash_buckets, hashed=policy.hash_buckets)
             continue
-        counts = _counts(spec, name, rows)
+        counts = value_counts(spec, name, rows)
         parts.append(_update_field(mine, counts, policy, day, new_generation, name, reports))
     # Nothing opened or closed: the assignments and so the generation stay (counts and last
     # days are refreshed all the same); that is what makes an update idempotent.
