@@ -9,7 +9,9 @@ With churn (`--new-items`, `--new-users`, `--lifetime`) the world brings that ma
 and retires them after a lifetime, as real logs do; `--evict-after N` runs the loop twice on the
 same logs, once evicting values not seen for N days (`vocabulary.evict_after_days`) and once
 keeping every value, and prints both side by side: with eviction the table, the memory and the
-time per day must level off after the horizon, at no cost in next-day AUC.
+time per day must level off after the horizon, at no cost in next-day AUC. With `--against
+FILE` the keeping loop is not run again: the evicting run is paired by day with the AUC of the
+keeping run saved in FILE (an earlier `--json`), which on the same logs repeats bit for bit.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from reloop_cli import statistics
 
 SPEC = Path(__file__).with_name("scale.toml")
 
@@ -84,6 +88,7 @@ def loop(workdir: Path, logs: Path, days: int, env: dict, label: str) -> dict:
         "seconds_per_day": [d["seconds"] for d in per_day],
         "peak_rss_mib_per_day": [d["peak_rss_mib"] for d in per_day],
         "table_rows_per_day": table_rows,
+        "auc_per_day": [d["auc"] for d in per_day],
         "mean_auc": result["arms"]["reloop"]["mean_auc"],
         "simulate_seconds": sim_s,
         "simulate_peak_rss_mib": sim_mib,
@@ -126,18 +131,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     if args.evict_after:
         env = {"RELOOP_VOCABULARY_EVICT_AFTER_DAYS": str(args.evict_after)}
         runs.append(loop(workdir, logs, args.days, env, f"evict after {args.evict_after} days"))
-    runs.append(loop(workdir, logs, args.days, {}, "keep every value"))
+    if args.against is None:
+        runs.append(loop(workdir, logs, args.days, {}, "keep every value"))
     for entry in runs:
         report(entry, early, late)
     figures: dict = {"days": args.days, "rows_per_day": args.rows, "runs": runs}
     if args.evict_after:
-        evicting, keeping = runs
-        figures["auc_difference"] = evicting["mean_auc"] - keeping["mean_auc"]
-        print(
-            f"mean next-day AUC with eviction minus without: {figures['auc_difference']:+.4f}; "
-            f"table rows on day {late + 1}: {evicting['table_rows_per_day'][late]:,} vs "
-            f"{keeping['table_rows_per_day'][late]:,}"
-        )
+        evicting = runs[0]
+        keeping_auc = runs[1]["auc_per_day"] if args.against is None else _saved(args.against)
+        figures["auc_difference"] = compare_by_day(evicting["auc_per_day"], keeping_auc)
     main_run = runs[0]
     figures.update(
         seconds_per_day=main_run["seconds_per_day"],
@@ -145,6 +147,42 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         mean_auc=main_run["mean_auc"],
     )
     return figures
+
+
+def _saved(path: Path) -> list[float]:
+    """Next-day AUC per day of an earlier keep-every-value run: its `--json` file, or the
+    documented figures of docs/results/scale_60d_churn_evict14_cpu.json (`keep_every_value`)."""
+    saved = json.loads(path.read_text())
+    if "keep_every_value" in saved:
+        return [day["next_day_auc"] for day in saved["keep_every_value"]]
+    keeping = [run for run in saved["runs"] if run["label"] == "keep every value"]
+    if not keeping:
+        raise SystemExit(f"{path}: no keep-every-value run in it")
+    return keeping[0]["auc_per_day"]
+
+
+def compare_by_day(evicting: list[float], keeping: list[float]) -> dict:
+    """Next-day AUC with eviction minus without, paired by day (the days both runs have), with
+    Student's t interval over the days: all of them, and the later half (eviction's cost, if
+    any, builds up as more values have been away longer than the horizon)."""
+    days = min(len(evicting), len(keeping))
+    differences = [e - k for e, k in zip(evicting[:days], keeping[:days], strict=True)]
+    overall = statistics.across_repeats(differences)
+    print(
+        f"next-day AUC with eviction minus without, paired over days 1-{days}: "
+        f"{overall.value:+.4f} [{overall.low:+.4f}, {overall.high:+.4f}], p = {overall.p_value:.2f}"
+    )
+    second_half = statistics.across_repeats(differences[days // 2 :])
+    print(
+        f"  days {days // 2 + 1}-{days}: {second_half.value:+.4f} "
+        f"[{second_half.low:+.4f}, {second_half.high:+.4f}]"
+    )
+    return {
+        "days": days,
+        "per_day": differences,
+        "all_days": overall.to_dict(),
+        "second_half": second_half.to_dict(),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -159,6 +197,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lifetime", type=int, default=14, help="days before an item retires")
     parser.add_argument(
         "--evict-after", type=int, default=0, help="also run with this eviction, side by side"
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="with --evict-after: compare with this earlier run's keep-every-value AUC per day "
+        "(its --json file) instead of running that loop again",
     )
     parser.add_argument("--workdir", type=Path, help="keep the logs and workspaces here")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.run import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +54,32 @@ def test_scale_benchmark_runs_with_and_without_eviction_side_by_side(capsys):
     evicting, keeping = figures["runs"]
     assert evicting["table_rows_per_day"][-1] < keeping["table_rows_per_day"][-1]
     assert len(evicting["peak_rss_mib_per_day"]) == 3
+    difference = figures["auc_difference"]
+    assert difference["days"] == 3
+    assert difference["per_day"] == [
+        e - k for e, k in zip(evicting["auc_per_day"], keeping["auc_per_day"], strict=True)
+    ]
     assert "with eviction minus without" in capsys.readouterr().out
+
+
+def test_scale_benchmark_compares_an_eviction_run_with_a_saved_keeping_run(tmp_path):
+    """--against pairs a new evicting run with the per-day AUC of an earlier keeping run, the
+    way a second horizon is measured without repeating the hours-long keeping loop."""
+    from benchmarks.scale import main as scale
+
+    world = [
+        *("--days", "3", "--rows", "2000", "--users", "400", "--items", "300"),
+        *("--new-items", "200", "--new-users", "100", "--lifetime", "2"),
+        *("--workdir", str(tmp_path / "first")),
+    ]
+    first = scale([*world, "--evict-after", "1", "--json", str(tmp_path / "first.json")])
+    world[-1] = str(tmp_path / "second")
+    second = scale([*world, "--evict-after", "1", "--against", str(tmp_path / "first.json")])
+    assert [run["label"] for run in second["runs"]] == ["evict after 1 days"]
+    # The same logs and seeds: the second evicting run repeats the first one's AUC day by day.
+    assert second["auc_difference"]["per_day"] == pytest.approx(
+        first["auc_difference"]["per_day"], abs=1e-9
+    )
 
 
 def test_fuxictr_comparison_reloop_side_runs_on_the_same_split(tmp_path, frappe_dir):
