@@ -5,7 +5,8 @@ comes back it is admitted fresh (a new vector) and, until a version trains on it
 with the out-of-vocabulary row. How many rows that touches depends on the logs alone: the rows
 of a day whose value was last seen more than N days before. This module measures it from the
 ingested logs, so a user can pick a horizon longer than the usual gap between a value's visits
-before paying for a short one in next-day AUC (docs/BENCHMARKS.md section 5 measured that price).
+without first paying for a short one in next-day AUC (docs/BENCHMARKS.md section 5 reads it on
+60 simulated nights beside the AUC of each horizon).
 
 For each categorical field and a day D, each of D's rows falls in one of:
 - returning: its value was seen in the `lookback_days` before D; its gap is D minus the last of

@@ -39,8 +39,11 @@ def revisits_command(
     ] = DEFAULT_LOOKBACK_DAYS,
     as_json: JsonOpt = False,
 ) -> None:
-    """Per field, the share of a day's rows whose value was away longer than each horizon: the
-    rows `vocabulary.evict_after_days = N` would score with a fresh or out-of-vocabulary row.
+    """Per field, the share of a day's rows each eviction horizon would evict.
+
+    A row counts for horizon N when its value was away more than N days: under
+    `vocabulary.evict_after_days = N` it is scored with the out-of-vocabulary row, and the value
+    then learns again from a fresh vector.
 
     Example: reloop revisits -w /srv/reloop --horizons 14,28,56
     """
