@@ -160,17 +160,21 @@ def count_without_last(folder: Path, y_last_column: str | None) -> int | None:
     )
 
 
-def _warm_start(model: CTRModel, ws: Workspace, parent: int, spec: Spec, view, sizes) -> None:
+def _warm_start(
+    model: CTRModel, ws: Workspace, parent: int, spec: Spec, refreshed: vocabulary.Refreshed
+) -> None:
     """Start from the parent's weights. Embedding rows follow values, not row numbers: a value
     both versions hold keeps the parent's vector; a new value, or one given a row an evicted
-    value freed, keeps its fresh one."""
+    value freed, keeps its fresh one. The parent's view comes from the vocabulary just
+    refreshed when it shares the scope (the same table the file holds, not read again)."""
+    view, sizes = refreshed.view, refreshed.sizes
     parent_model = load_version(ws, parent)
     parent_state = parent_model.model.state_dict()
     parent_sizes = parent_model.meta["field_sizes"]
     own = model.state_dict()
     if set(parent_state) != set(own):
         raise BadInput(f"version {parent}: a different model; cannot warm-start from it")
-    parent_view = vocabulary.for_version(ws, parent_model.meta)
+    parent_view = vocabulary.for_version(ws, parent_model.meta, {refreshed.scope: refreshed.vocab})
     pairs = vocabulary.kept_rows(spec, parent_view, view, parent_sizes, sizes)
     for name, module in model.named_modules():
         if hasattr(module, "copy_rows"):
@@ -241,7 +245,7 @@ def train_version(
     model = build_model(spec.model, sizes, len(dense_fields(spec)), field_slots(spec))
     warm = spec.train.warm_start and parent is not None
     if warm:
-        _warm_start(model, ws, parent, spec, vocab, sizes)
+        _warm_start(model, ws, parent, spec, refreshed)
     # Rank 0 stages the version inside the workspace; other ranks keep their shards elsewhere.
     main = distributed.is_main()
     staging = ws.staging_dir(ws.models) if main else Path(tempfile.mkdtemp(prefix="reloop-"))

@@ -180,13 +180,14 @@ class FieldReport:
 @dataclass
 class Refreshed:
     """The vocabulary after a window's update: the full table, its generation, the view at it,
-    the embedding sizes and what changed per field."""
+    the embedding sizes, what changed per field, and the scope it belongs to."""
 
     vocab: pl.DataFrame
     generation: int
     view: pl.DataFrame
     sizes: list[int]
     fields: dict[str, FieldReport] = field(default_factory=dict)
+    scope: str = MAIN_SCOPE
 
     def report(self) -> dict:
         return {
@@ -254,8 +255,9 @@ def _update_field(
             candidates.with_columns(pl.lit(False).alias("live")),
         ],
         how="vertical",
-    ).sort(["count", "live", "value"], descending=[True, True, False])
-    if policy.max_rows:
+    )
+    if policy.max_rows:  # only a capacity needs the ranking (millions of values to sort)
+        pool = pool.sort(["count", "live", "value"], descending=[True, True, False])
         pool = pool.head(policy.max_rows)
     kept = pool.filter(pl.col("live")).select("value")
     admitted = pool.filter(~pl.col("live")).sort("value")
@@ -291,7 +293,14 @@ def _free_rows(mine: pl.DataFrame, in_use: pl.Series, wanted: int) -> np.ndarray
     """Rows for `wanted` new values: rows no live value holds (freed by eviction), lowest
     first, then new rows after the largest ever used."""
     top = int(mine["index"].max() or OOV_INDEX)
-    holes = np.setdiff1d(np.arange(1, top + 1), in_use.to_numpy())
+    if wanted == 0:
+        return np.zeros(0, dtype=np.int64)
+    # A mask over the rows, not a set difference: np.setdiff1d sorts both sides, which took
+    # 2 s a field at 5M rows (most of a nightly update at the scale of docs/BENCHMARKS.md).
+    free = np.ones(top + 1, dtype=bool)
+    free[OOV_INDEX] = False
+    free[in_use.to_numpy()] = False
+    holes = np.flatnonzero(free)
     fresh = np.arange(top + 1, top + 1 + max(0, wanted - holes.size))
     return np.concatenate([holes, fresh])[:wanted]
 
@@ -317,13 +326,15 @@ def refresh(
         ws.write_parquet(after, path(ws, scope))
     now = generation(after)
     view = at(after, now)
-    return Refreshed(after, now, view, sizes(spec, view), reports)
+    return Refreshed(after, now, view, sizes(spec, view), reports, scope)
 
 
-def for_version(ws: Workspace, meta: dict) -> pl.DataFrame:
+def for_version(ws: Workspace, meta: dict, loaded: dict[str, pl.DataFrame] | None = None):
     """The view a version encodes with: its scope's assignments at its generation (a version
-    from reloop 0.1 has neither: the main scope, everything)."""
-    vocab = load(ws, meta.get("vocab_scope", MAIN_SCOPE))
+    from reloop 0.1 has neither: the main scope, everything). `loaded`: scope -> a vocabulary
+    already in memory (training has just refreshed its own), read instead of the file."""
+    scope = meta.get("vocab_scope", MAIN_SCOPE)
+    vocab = loaded[scope] if loaded and scope in loaded else load(ws, scope)
     return at(vocab, meta.get("vocab_generation"))
 
 

@@ -171,7 +171,7 @@ def test_warm_start_across_an_eviction_keeps_every_kept_values_vector(ws, tiny_l
     torch.manual_seed(1)
     child = build_model(rules.model, child_day.sizes, 0, [1] * 6)
     fresh = child.embedding.table.weight.detach().clone()
-    _warm_start(child, ws, parent.version, rules, child_day.view, child_day.sizes)
+    _warm_start(child, ws, parent.version, rules, child_day)
     parent_table = loaded.model.embedding.table.weight
     parent_offsets = [0, *torch.tensor(loaded.meta["field_sizes"]).cumsum(0).tolist()[:-1]]
     own_offsets = [0, *torch.tensor(child_day.sizes).cumsum(0).tolist()[:-1]]
