@@ -292,9 +292,9 @@ def _update_field(
 def _free_rows(mine: pl.DataFrame, in_use: pl.Series, wanted: int) -> np.ndarray:
     """Rows for `wanted` new values: rows no live value holds (freed by eviction), lowest
     first, then new rows after the largest ever used."""
-    top = int(mine["index"].max() or OOV_INDEX)
     if wanted == 0:
         return np.zeros(0, dtype=np.int64)
+    top = int(mine["index"].max() or OOV_INDEX)
     # A mask over the rows, not a set difference: np.setdiff1d sorts both sides, which took
     # 2 s a field at 5M rows (most of a nightly update at the scale of docs/BENCHMARKS.md).
     free = np.ones(top + 1, dtype=bool)
@@ -329,7 +329,9 @@ def refresh(
     return Refreshed(after, now, view, sizes(spec, view), reports, scope)
 
 
-def for_version(ws: Workspace, meta: dict, loaded: dict[str, pl.DataFrame] | None = None):
+def for_version(
+    ws: Workspace, meta: dict, loaded: dict[str, pl.DataFrame] | None = None
+) -> pl.DataFrame:
     """The view a version encodes with: its scope's assignments at its generation (a version
     from reloop 0.1 has neither: the main scope, everything). `loaded`: scope -> a vocabulary
     already in memory (training has just refreshed its own), read instead of the file."""
