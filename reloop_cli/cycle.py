@@ -81,11 +81,11 @@ def plan_cycle(
         raise BadInput(f"{spec.source}: `reloop run` needs data.time_column to date new logs")
     files = discover(logs)
     new = [f for f in files if not is_ingested(ws, spec, f)]
-    days = set(ws.days())
     if not read_new:
         result = CycleResult(outcome="dry-run", new_files=[str(f.path) for f in new])
         result.sources = list(new)
         return result
+    days = set(ws.days())
     for source in new:  # one file at a time: a backlog of days never sits in memory at once
         batch = load_files([source], spec, None, spec.data.start_date)
         days |= set(batch.filter(pl.col("reject_reason").is_null())["day"].unique())

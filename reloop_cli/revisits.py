@@ -72,10 +72,10 @@ class RevisitReport:
         }
 
 
-def _history(ws: Workspace, day: str, lookback_days: int) -> list[str]:
-    """The ingested days in the `lookback_days` before `day`."""
+def _history(days: list[str], day: str, lookback_days: int) -> list[str]:
+    """The ingested `days` in the `lookback_days` before `day`."""
     first = (date.fromisoformat(day) - timedelta(days=lookback_days)).isoformat()
-    return [d for d in ws.days() if first <= d < day]
+    return [d for d in days if first <= d < day]
 
 
 def _field_revisits(
@@ -141,7 +141,7 @@ def revisits(
             f"--lookback {lookback_days}: must be longer than the longest horizon "
             f"({horizons[-1]} days) to tell a gap over it from a value never seen"
         )
-    history = _history(ws, day, lookback_days)
+    history = _history(days, day, lookback_days)
     fields, hashed = {}, []
     for name in categorical_fields(spec):
         if spec.vocabulary.policy(name, spec.train.min_count).hash_buckets:
