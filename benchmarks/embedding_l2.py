@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from reloop_cli.features import dense_fields, field_slots
-from reloop_cli.fitting import fit, predict_batches
-from reloop_cli.metrics import auc, logloss
+from reloop_cli.evaluation.metrics import auc, logloss
+from reloop_cli.experiments.reproduce import encode_splits, parse_split, split_rows
 from reloop_cli.models import build_model
-from reloop_cli.reproduce import encode_splits, parse_split, split_rows
-from reloop_cli.spec import load_spec
+from reloop_cli.spec.layout import dense_fields, field_slots
+from reloop_cli.spec.pipeline import load_spec
+from reloop_cli.training.fitting import fit, predict_batches
 
 FRAPPE = Path(__file__).resolve().parents[2] / "shared" / "data" / "frappe"
 DEFAULT_FILES = [FRAPPE / "frappe.validation.libfm", FRAPPE / "frappe.test.libfm"]

@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from reloop_cli.losses import training_loss
 from reloop_cli.models import build_model
-from reloop_cli.optimizers import SPARSE_MIN_ROWS, Optimizer
-from reloop_cli.regulariser import embedding_penalty
-from reloop_cli.spec import ModelSpec
+from reloop_cli.spec.sections import ModelSpec
+from reloop_cli.training.losses import training_loss
+from reloop_cli.training.optimizers import SPARSE_MIN_ROWS, Optimizer
+from reloop_cli.training.regulariser import embedding_penalty
 
 FIELDS = 26
 SIZES = (26_000, 260_000, 2_600_000, 10_400_000)

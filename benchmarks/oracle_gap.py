@@ -17,8 +17,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from reloop_cli.metrics import auc
-from reloop_cli.synth import DEVICES, SynthConfig, World
+from reloop_cli.evaluation.metrics import auc
+from reloop_cli.experiments.synth import DEVICES, SynthConfig, World
 
 
 class Reference(torch.nn.Module):

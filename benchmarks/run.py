@@ -28,17 +28,18 @@ import polars as pl
 import torch
 
 from benchmarks import embeddings
-from reloop_cli.features import TensorTable
-from reloop_cli.fitting import train_epoch
-from reloop_cli.ingest import ingest
-from reloop_cli.losses import training_loss
+from reloop_cli.data.ingest import ingest
+from reloop_cli.features.encoding import TensorTable
 from reloop_cli.models import build_model
 from reloop_cli.models.dropout import Dropout
-from reloop_cli.optimizers import Optimizer, wants_sparse
-from reloop_cli.score import SCORE_BATCH, predict
-from reloop_cli.spec import ModelSpec, TrainSpec, spec_from_dict
-from reloop_cli.train import attach_last
-from reloop_cli.workspace import Workspace
+from reloop_cli.spec.pipeline import spec_from_dict
+from reloop_cli.spec.sections import ModelSpec, TrainSpec
+from reloop_cli.store.workspace import Workspace
+from reloop_cli.training.fitting import train_epoch
+from reloop_cli.training.losses import training_loss
+from reloop_cli.training.optimizers import Optimizer, wants_sparse
+from reloop_cli.training.window import attach_last
+from reloop_cli.versions.score import SCORE_BATCH, predict
 
 FIELD_SIZES = [958, 4083, 8, 8, 3, 4, 3, 10, 81, 234]  # Frappe's 10 fields (+ OOV row)
 

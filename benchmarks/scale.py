@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from reloop_cli import statistics
+from reloop_cli.evaluation import statistics
 
 SPEC = Path(__file__).with_name("scale.toml")
 

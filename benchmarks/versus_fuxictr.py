@@ -26,15 +26,15 @@ from pathlib import Path
 
 import torch
 
-from reloop_cli import vocabulary
-from reloop_cli.features import encode
-from reloop_cli.fitting import fit, predict_batches
-from reloop_cli.ingest import ingest, load_files
-from reloop_cli.metrics import auc, logloss
+from reloop_cli.data.ingest import ingest, load_files
+from reloop_cli.evaluation.metrics import auc, logloss
+from reloop_cli.experiments.reproduce import encode_splits, split_rows
+from reloop_cli.features import vocabulary
+from reloop_cli.features.encoding import encode
 from reloop_cli.models import build_model
-from reloop_cli.reproduce import encode_splits, split_rows
-from reloop_cli.spec import load_spec, spec_from_dict
-from reloop_cli.workspace import Workspace
+from reloop_cli.spec.pipeline import load_spec, spec_from_dict
+from reloop_cli.store.workspace import Workspace
+from reloop_cli.training.fitting import fit, predict_batches
 
 REPO = Path(__file__).resolve().parent.parent
 FRAPPE = REPO.parent / "shared" / "data" / "frappe"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from reloop_cli.spec import Spec, load_spec
-from reloop_cli.synth import SynthConfig, synthesize
-from reloop_cli.workspace import Workspace
+from reloop_cli.experiments.synth import SynthConfig, synthesize
+from reloop_cli.spec.pipeline import Spec, load_spec
+from reloop_cli.store.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 FRAPPE = REPO.parent / "shared" / "data" / "frappe"

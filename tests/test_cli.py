@@ -139,9 +139,9 @@ def test_asking_for_a_gpu_where_there_is_none_is_a_clear_error(ingested):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_exported_model_scores_like_reloop_score(ingested, tmp_path, fmt):
-    from reloop_cli import vocabulary
-    from reloop_cli.checkpoint import load_version
-    from reloop_cli.features import encode, to_tensors
+    from reloop_cli.features import vocabulary
+    from reloop_cli.features.encoding import encode, to_tensors
+    from reloop_cli.versions.checkpoint import load_version
 
     if fmt == "onnx":
         pytest.importorskip("onnx")

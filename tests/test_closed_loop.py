@@ -6,10 +6,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from reloop_cli.closed_loop import ClosedLoopConfig, run_closed_loop
-from reloop_cli.serving import Policy
-from reloop_cli.slates import slates_root
-from reloop_cli.workspace import Workspace
+from reloop_cli.evaluation.policies import Policy
+from reloop_cli.evaluation.slates import slates_root
+from reloop_cli.experiments.closed_loop import ClosedLoopConfig, run_closed_loop
+from reloop_cli.store.workspace import Workspace
 
 SMALL = ClosedLoopConfig(days=3, requests=400, candidates=8, policy=Policy(slots=3))
 
@@ -26,7 +26,7 @@ def slates(ws: Workspace, arm: str, day: str) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def paired_run(tmp_path_factory):
-    from reloop_cli.spec import load_spec
+    from reloop_cli.spec.pipeline import load_spec
     from tests.conftest import REPO
 
     spec = (
@@ -101,11 +101,11 @@ def test_the_off_policy_gate_decides_promotion(tmp_path, paired_run):
 
 
 def test_the_cron_gate_can_judge_a_candidate_off_policy_on_logged_slates(paired_run):
-    from reloop_cli.closed_loop import serving_spec
-    from reloop_cli.gate import judge_offpolicy, run_gate
-    from reloop_cli.registry import Registry
-    from reloop_cli.slates import LoggedDay
-    from reloop_cli.statistics import Estimate
+    from reloop_cli.evaluation.slates import LoggedDay
+    from reloop_cli.evaluation.statistics import Estimate
+    from reloop_cli.experiments.closed_loop import serving_spec
+    from reloop_cli.operations.gate import judge_offpolicy, run_gate
+    from reloop_cli.store.registry import Registry
 
     spec, ((ws, result), _) = paired_run
     rules = serving_spec(spec).override("gate", metric="snips_ctr", min_clicks=0)

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from reloop_cli.errors import EXIT_BAD_INPUT, EXIT_GATE_REFUSED, EXIT_LOCKED
-from reloop_cli.registry import Registry
-from reloop_cli.workspace import Workspace
+from reloop_cli.store.registry import Registry
+from reloop_cli.store.workspace import Workspace
 from tests.conftest import REPO
 
 SPEC = """
@@ -138,7 +138,7 @@ def test_a_cycle_killed_anywhere_is_finished_by_the_next_one(
         assert (folder / "meta.json").exists() and (folder / "weights.pt").exists()
     assert state(ws)["live"] == 1  # the old version still serves
     if crash_at == "vocab":  # killed before the new vocabulary was written: the old one stays
-        from reloop_cli import vocabulary
+        from reloop_cli.features import vocabulary
 
         assert vocabulary.generation(vocabulary.load(Workspace(ws))) == 1
     rerun = cycle(ws, spec, feed)

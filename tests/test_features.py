@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from reloop_cli import vocabulary
-from reloop_cli.features import OOV_INDEX, encode
-from reloop_cli.spec import spec_from_dict
+from reloop_cli.features import vocabulary
+from reloop_cli.features.encoding import encode
+from reloop_cli.features.tokens import OOV_INDEX
+from reloop_cli.spec.pipeline import spec_from_dict
 
 SPEC = spec_from_dict({"data": {"categorical": ["site"], "numeric": ["n"]}}, "t.toml")
 

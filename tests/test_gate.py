@@ -9,11 +9,11 @@ from typer.testing import CliRunner
 
 from reloop_cli.cli import app
 from reloop_cli.errors import EXIT_INCONCLUSIVE
-from reloop_cli.gate import INCONCLUSIVE, PASSED, REFUSED, judge
-from reloop_cli.registry import Registry
-from reloop_cli.spec import GateSpec
-from reloop_cli.statistics import Estimate, Paired
-from reloop_cli.workspace import Workspace
+from reloop_cli.evaluation.statistics import Estimate, Paired
+from reloop_cli.operations.gate import INCONCLUSIVE, PASSED, REFUSED, judge
+from reloop_cli.spec.sections import GateSpec
+from reloop_cli.store.registry import Registry
+from reloop_cli.store.workspace import Workspace
 from tests.test_cycle import Feed, write_spec
 
 GATE = GateSpec(max_auc_drop=0.002, max_logloss_rise=0.005, min_clicks=100)

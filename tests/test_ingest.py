@@ -5,9 +5,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from reloop_cli.columns import IMPRESSION_ID, LABEL, ORACLE
+from reloop_cli.data.ingest import ingest
 from reloop_cli.errors import BadInput
-from reloop_cli.ingest import IMPRESSION_ID, LABEL, ORACLE, ingest
-from reloop_cli.spec import spec_from_dict
+from reloop_cli.spec.pipeline import spec_from_dict
 from tests.conftest import workspace_files
 
 CSV_SPEC = spec_from_dict(
@@ -76,7 +77,7 @@ def test_libfm_labels_and_indices(ws, tmp_path):
 
 
 def test_frappe_files_ingest(ws, frappe_dir):
-    from reloop_cli.spec import load_spec
+    from reloop_cli.spec.pipeline import load_spec
     from tests.conftest import REPO
 
     spec = load_spec(REPO / "pipelines" / "frappe.toml")
@@ -153,9 +154,9 @@ def test_bad_rows_within_the_allowance_go_to_rejects(ws, tmp_path):
 
 
 def test_criteo_style_tsv_without_header_ingests_with_bucketised_counters(ws, tmp_path):
-    from reloop_cli import vocabulary
-    from reloop_cli.features import encode
-    from reloop_cli.spec import load_spec
+    from reloop_cli.features import vocabulary
+    from reloop_cli.features.encoding import encode
+    from reloop_cli.spec.pipeline import load_spec
     from tests.conftest import REPO
 
     spec = load_spec(REPO / "pipelines" / "criteo.toml")
@@ -175,7 +176,7 @@ def test_criteo_style_tsv_without_header_ingests_with_bucketised_counters(ws, tm
 
 
 def test_avazu_style_csv_is_dated_by_its_hour_column(ws, tmp_path):
-    from reloop_cli.spec import load_spec
+    from reloop_cli.spec.pipeline import load_spec
     from tests.conftest import REPO
 
     spec = load_spec(REPO / "pipelines" / "avazu.toml")
@@ -196,7 +197,7 @@ def test_avazu_style_csv_is_dated_by_its_hour_column(ws, tmp_path):
 
 
 def test_parallel_ingest_writes_the_same_files_as_serial(tmp_path, tiny_logs, sample_spec):
-    from reloop_cli.workspace import Workspace
+    from reloop_cli.store.workspace import Workspace
 
     serial, parallel = Workspace(tmp_path / "serial"), Workspace(tmp_path / "parallel")
     ingest(serial, sample_spec, tiny_logs, jobs=1)

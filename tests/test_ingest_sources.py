@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from reloop_cli.cli import app
+from reloop_cli.data.ingest import ingest
 from reloop_cli.errors import EXIT_BAD_INPUT, BadInput
-from reloop_cli.ingest import ingest
-from reloop_cli.spec import spec_from_dict
-from reloop_cli.workspace import Workspace
+from reloop_cli.spec.pipeline import spec_from_dict
+from reloop_cli.store.workspace import Workspace
 from tests.conftest import REPO
 
 DATED = spec_from_dict(
@@ -248,7 +248,7 @@ def test_a_cron_cycle_says_which_trained_day_gained_late_rows(tmp_path, tiny_log
 def test_a_cron_cycle_reads_each_new_file_once(tmp_path, tiny_logs, monkeypatch):
     """The nightly cycle takes its day from the workspace after ingesting, rather than reading
     every new file once to plan and again to ingest; a backfill (`--day`) still checks first."""
-    from reloop_cli import ingest as ingest_module
+    from reloop_cli.data import ingest as ingest_module
     from tests.test_cycle import write_spec
 
     reads: list[str] = []

@@ -5,12 +5,14 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from reloop_cli.evaluate import evaluate_day
-from reloop_cli.ingest import IMPRESSION_ID, ingest
-from reloop_cli.registry import Registry
-from reloop_cli.score import score_day
-from reloop_cli.simulate import simulate
-from reloop_cli.train import Y_LAST, train_version, training_rows
+from reloop_cli.columns import IMPRESSION_ID, Y_LAST
+from reloop_cli.data.ingest import ingest
+from reloop_cli.evaluation.evaluate import evaluate_day
+from reloop_cli.experiments.simulate import simulate
+from reloop_cli.store.registry import Registry
+from reloop_cli.training.train import train_version
+from reloop_cli.training.window import training_rows
+from reloop_cli.versions.score import score_day
 
 
 @pytest.fixture()
@@ -112,7 +114,7 @@ def test_served_source_uses_what_each_days_live_version_predicted(loaded, sample
 
 
 def test_y_last_placed_by_position_equals_the_join_on_ids(loaded, sample_spec):
-    from reloop_cli.train import attach_last
+    from reloop_cli.training.window import attach_last
 
     with Registry(loaded) as registry:
         version = train_version(loaded, registry, sample_spec, "2024-01-02").version

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from reloop_cli.losses import bce_loss, kd_loss, reloop_loss, self_correction, training_loss
+from reloop_cli.training.losses import (
+    bce_loss,
+    kd_loss,
+    reloop_loss,
+    self_correction,
+    training_loss,
+)
 
 
 def logit(p: float) -> float:

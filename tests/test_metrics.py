@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from reloop_cli.metrics import auc, logloss, summarise
+from reloop_cli.evaluation.metrics import auc, logloss, summarise
 
 
 @pytest.mark.parametrize("seed", range(5))

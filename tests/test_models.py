@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reloop_cli.models import MODELS, build_model
-from reloop_cli.spec import ModelSpec
+from reloop_cli.spec.sections import ModelSpec
 
 
 def toy_data(n: int = 4_000, seed: int = 0):

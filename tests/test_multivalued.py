@@ -11,15 +11,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from reloop_cli import vocabulary
 from reloop_cli.cli import app
+from reloop_cli.data.ingest import ingest
 from reloop_cli.errors import BadInput
-from reloop_cli.features import encode, field_slots, to_tensors
-from reloop_cli.ingest import ingest
-from reloop_cli.metrics import auc
+from reloop_cli.evaluation.metrics import auc
+from reloop_cli.features import vocabulary
+from reloop_cli.features.encoding import encode, to_tensors
 from reloop_cli.models import MODELS, build_model
 from reloop_cli.models.layers import FieldEmbedding
-from reloop_cli.spec import ModelSpec, spec_from_dict
+from reloop_cli.spec.layout import field_slots
+from reloop_cli.spec.pipeline import spec_from_dict
+from reloop_cli.spec.sections import ModelSpec
 from tests.conftest import run_exported
 
 SPEC = spec_from_dict(
@@ -156,7 +158,7 @@ def test_the_loop_learns_from_tags_warm_starts_and_exports(ws, tmp_path):
     assert oracle > 0.7
     assert metrics["auc"] > oracle - 0.03  # the tags carry all the signal; users carry none
 
-    from reloop_cli.checkpoint import load_version
+    from reloop_cli.versions.checkpoint import load_version
 
     loaded = load_version(ws, 2)
     rows = ws.scan_logs(["2024-01-03"])

@@ -8,12 +8,12 @@ import copy
 import pytest
 import torch
 
-from reloop_cli.features import TensorTable
-from reloop_cli.losses import training_loss
+from reloop_cli.features.encoding import TensorTable
 from reloop_cli.models import build_model
-from reloop_cli.optimizers import Optimizer, table_modules
-from reloop_cli.regulariser import batch_aware_weights, embedding_penalty
-from reloop_cli.spec import ModelSpec
+from reloop_cli.spec.sections import ModelSpec
+from reloop_cli.training.losses import training_loss
+from reloop_cli.training.optimizers import Optimizer, table_modules
+from reloop_cli.training.regulariser import batch_aware_weights, embedding_penalty
 from tests.ranks import run_ranks
 
 WORLD = 2

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reloop_cli.compare import scores_side_by_side
-from reloop_cli.ingest import ingest
-from reloop_cli.registry import Registry
-from reloop_cli.repeats import simulate_repeats, world_workspace
-from reloop_cli.simulate import simulate
-from reloop_cli.statistics import paired
-from reloop_cli.workspace import Workspace
+from reloop_cli.data.ingest import ingest
+from reloop_cli.evaluation.compare import scores_side_by_side
+from reloop_cli.evaluation.statistics import paired
+from reloop_cli.experiments.repeats import simulate_repeats, world_workspace
+from reloop_cli.experiments.simulate import simulate
+from reloop_cli.store.registry import Registry
+from reloop_cli.store.workspace import Workspace
 
 
 def metrics_only(result) -> list:

@@ -6,10 +6,10 @@ import base64
 import re
 from html.parser import HTMLParser
 
-from reloop_cli.ingest import ingest
-from reloop_cli.registry import Registry
-from reloop_cli.report import save_simulation, write_report
-from reloop_cli.simulate import simulate
+from reloop_cli.data.ingest import ingest
+from reloop_cli.experiments.simulate import simulate
+from reloop_cli.operations.report import save_simulation, write_report
+from reloop_cli.store.registry import Registry
 
 
 class Images(HTMLParser):

@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from reloop_cli import vocabulary
 from reloop_cli.cli import app
 from reloop_cli.errors import BadInput
-from reloop_cli.revisits import revisits
-from reloop_cli.spec import spec_from_dict
-from reloop_cli.workspace import Workspace
+from reloop_cli.features import vocabulary
+from reloop_cli.features.revisits import revisits
+from reloop_cli.spec.pipeline import spec_from_dict
+from reloop_cli.store.workspace import Workspace
 from tests.conftest import REPO
 
 

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from reloop_cli import offpolicy, serving
 from reloop_cli.errors import BadInput
-from reloop_cli.metrics import gini
+from reloop_cli.evaluation import offpolicy
+from reloop_cli.evaluation import policies as serving
+from reloop_cli.evaluation.metrics import gini
 
 POLICIES = [
     serving.Policy("epsilon", epsilon=0.1, slots=3),

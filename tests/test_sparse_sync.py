@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.distributed.algorithms import Join
 
-from reloop_cli import distributed
-from reloop_cli.sparse_sync import TableGradients, exclude_from_ddp
+from reloop_cli.training import distributed
+from reloop_cli.training.sparse_sync import TableGradients, exclude_from_ddp
 from tests.ranks import run_ranks
 
 WORLD = 2

@@ -7,11 +7,11 @@ import copy
 import pytest
 import torch
 
-from reloop_cli.losses import training_loss
 from reloop_cli.models import build_model
-from reloop_cli.optimizers import SPARSE_MIN_ROWS, Optimizer, table_modules, wants_sparse
-from reloop_cli.regulariser import embedding_penalty
-from reloop_cli.spec import ModelSpec
+from reloop_cli.spec.sections import ModelSpec
+from reloop_cli.training.losses import training_loss
+from reloop_cli.training.optimizers import SPARSE_MIN_ROWS, Optimizer, table_modules, wants_sparse
+from reloop_cli.training.regulariser import embedding_penalty
 
 SIZES = [40, 60]  # a toy table: two fields, 100 rows
 
@@ -85,10 +85,10 @@ def test_auto_keeps_small_tables_dense_and_large_ones_sparse():
 
 
 def test_training_with_sparse_updates_learns_as_well_as_dense(ws, tiny_logs, sample_spec):
-    from reloop_cli.evaluate import evaluate_day
-    from reloop_cli.ingest import ingest
-    from reloop_cli.registry import Registry
-    from reloop_cli.train import train_version
+    from reloop_cli.data.ingest import ingest
+    from reloop_cli.evaluation.evaluate import evaluate_day
+    from reloop_cli.store.registry import Registry
+    from reloop_cli.training.train import train_version
 
     ingest(ws, sample_spec, tiny_logs)
     aucs = {}
@@ -111,7 +111,7 @@ def test_training_with_sparse_updates_learns_as_well_as_dense(ws, tiny_logs, sam
 
 def test_the_whole_table_regulariser_covers_every_row_and_needs_dense_updates():
     from reloop_cli.errors import BadInput
-    from reloop_cli.spec import TrainSpec
+    from reloop_cli.spec.sections import TrainSpec
 
     torch.manual_seed(0)
     model = build_model(ModelSpec(name="fm", embedding_dim=4), SIZES, 0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reloop_cli.errors import BadInput
-from reloop_cli.spec import load_spec, spec_from_dict
+from reloop_cli.spec.pipeline import load_spec, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

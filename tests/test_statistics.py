@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from reloop_cli.metrics import auc
-from reloop_cli.statistics import (
+from reloop_cli.evaluation.metrics import auc
+from reloop_cli.evaluation.statistics import (
     Estimate,
     across_repeats,
     auc_estimate,

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from reloop_cli.data.ingest import ingest
+from reloop_cli.data.timestamps import infer_unit
 from reloop_cli.errors import BadInput
-from reloop_cli.ingest import ingest
-from reloop_cli.spec import spec_from_dict
-from reloop_cli.timestamps import infer_unit
-from reloop_cli.workspace import Workspace
+from reloop_cli.spec.pipeline import spec_from_dict
+from reloop_cli.store.workspace import Workspace
 
 START = datetime(2024, 3, 1, tzinfo=timezone.utc)
 # 50 instants 97 minutes apart: three and a half days, every hour of the day visited.

@@ -6,14 +6,15 @@ import polars as pl
 import pytest
 import torch
 
+from reloop_cli.data.ingest import ingest
 from reloop_cli.errors import BadInput
-from reloop_cli.features import TensorTable
-from reloop_cli.fitting import fit
-from reloop_cli.ingest import ingest
-from reloop_cli.loader import ParquetBatches
+from reloop_cli.experiments.reproduce import reproduce
+from reloop_cli.features.encoding import TensorTable
 from reloop_cli.models import build_model
-from reloop_cli.reproduce import reproduce
-from reloop_cli.spec import ModelSpec, TrainSpec, spec_from_dict
+from reloop_cli.spec.pipeline import spec_from_dict
+from reloop_cli.spec.sections import ModelSpec, TrainSpec
+from reloop_cli.training.fitting import fit
+from reloop_cli.training.loader import ParquetBatches
 
 SPEC = spec_from_dict({"data": {"categorical": ["a"], "numeric": ["x"]}}, "t.toml")
 
@@ -61,7 +62,7 @@ def test_early_stopping_restores_the_best_epoch():
     assert len(result.history) == result.best_epoch + settings.patience
     best = max(h["val_auc"] for h in result.history)
     assert result.best["val_auc"] == best
-    from reloop_cli.fitting import validate
+    from reloop_cli.training.fitting import validate
 
     assert validate(model, valid)["val_auc"] == pytest.approx(best)  # the best weights are back
     lrs = [h["lr"] for h in result.history]

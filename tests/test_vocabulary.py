@@ -10,9 +10,10 @@ import polars as pl
 import pytest
 import torch
 
-from reloop_cli import vocabulary
-from reloop_cli.features import OOV_INDEX, encode
-from reloop_cli.spec import spec_from_dict
+from reloop_cli.features import hashing, vocabulary
+from reloop_cli.features.encoding import encode
+from reloop_cli.features.tokens import OOV_INDEX
+from reloop_cli.spec.pipeline import spec_from_dict
 from tests.conftest import REPO
 
 
@@ -94,7 +95,7 @@ def test_each_version_encodes_with_the_rows_of_its_own_generation(ws):
 
 
 def test_fnv1a_matches_its_published_test_vectors():
-    hashes = vocabulary.fnv1a64(pl.Series(["", "a", "foobar"]))
+    hashes = hashing.fnv1a64(pl.Series(["", "a", "foobar"]))
     assert [int(h) for h in hashes] == [
         0xCBF29CE484222325,
         0xAF63DC4C8601EC8C,
@@ -104,10 +105,10 @@ def test_fnv1a_matches_its_published_test_vectors():
 
 def test_hashed_rows_are_the_same_in_another_process():
     values = ["device-1", "device-2", "é", "x" * 40]
-    here = vocabulary.hashed_rows(pl.Series(values), 1_000).to_list()
+    here = hashing.hashed_rows(pl.Series(values), 1_000).to_list()
     code = (
-        "import polars as pl; from reloop_cli import vocabulary; "
-        f"print(vocabulary.hashed_rows(pl.Series({values!r}), 1000).to_list())"
+        "import polars as pl; from reloop_cli.features import hashing; "
+        f"print(hashing.hashed_rows(pl.Series({values!r}), 1000).to_list())"
     )
     there = subprocess.run(
         [sys.executable, "-c", code],
@@ -127,7 +128,7 @@ def test_a_hashed_field_keeps_no_vocabulary_and_encodes_by_hash(ws):
     assert refreshed.view.filter(pl.col("field") == "site").height == 0
     assert refreshed.sizes[0] == 8
     encoded = encode(day("2024-01-05", "a", "zzz"), rules, refreshed.view, refreshed.sizes)
-    expected = vocabulary.hashed_rows(pl.Series(["a", "zzz"]), 7).to_list()
+    expected = hashing.hashed_rows(pl.Series(["a", "zzz"]), 7).to_list()
     assert encoded.collect()["site"].to_list() == expected
 
 
@@ -150,11 +151,11 @@ def test_bad_vocabulary_rules_are_refused_by_name(rules, message):
 
 
 def test_warm_start_across_an_eviction_keeps_every_kept_values_vector(ws, tiny_logs, sample_spec):
-    from reloop_cli.checkpoint import load_version
-    from reloop_cli.ingest import ingest
+    from reloop_cli.data.ingest import ingest
     from reloop_cli.models import build_model
-    from reloop_cli.registry import Registry
-    from reloop_cli.train import _warm_start, train_version
+    from reloop_cli.store.registry import Registry
+    from reloop_cli.training.train import _warm_start, train_version
+    from reloop_cli.versions.checkpoint import load_version
 
     rules = sample_spec.override("vocabulary", evict_after_days=1, max_rows={"item_id": 60})
     ingest(ws, rules, tiny_logs)
@@ -195,13 +196,13 @@ def test_export_of_a_hashed_and_evicting_version_scores_like_reloop_score(
 ):
     import json
 
-    from reloop_cli.checkpoint import load_version
-    from reloop_cli.export import export_version
-    from reloop_cli.features import to_tensors
-    from reloop_cli.ingest import ingest
-    from reloop_cli.registry import Registry
-    from reloop_cli.score import score_day
-    from reloop_cli.train import train_version
+    from reloop_cli.data.ingest import ingest
+    from reloop_cli.features.encoding import to_tensors
+    from reloop_cli.operations.export import export_version
+    from reloop_cli.store.registry import Registry
+    from reloop_cli.training.train import train_version
+    from reloop_cli.versions.checkpoint import load_version
+    from reloop_cli.versions.score import score_day
     from tests.conftest import run_exported
 
     rules = sample_spec.override(
@@ -226,7 +227,7 @@ def test_export_of_a_hashed_and_evicting_version_scores_like_reloop_score(
         rows, load_version(ws, child.version).spec, view, meta["field_sizes"]
     ).collect()
     users = rows.select("user_id").collect()["user_id"]
-    assert encoded["user_id"].to_list() == vocabulary.hashed_rows(users, 50).to_list()
+    assert encoded["user_id"].to_list() == hashing.hashed_rows(users, 50).to_list()
     items = feature_map["vocabulary"]["item_id"]
     from_map = [items.get(v, 0) for v in rows.select("item_id").collect()["item_id"]]
     assert encoded["item_id"].to_list() == from_map

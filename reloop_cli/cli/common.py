@@ -21,7 +21,7 @@ from rich.table import Table
 
 from reloop_cli import __version__
 from reloop_cli.errors import EXIT_INTERNAL, ReloopError
-from reloop_cli.workspace import Workspace
+from reloop_cli.store.workspace import Workspace
 
 app = typer.Typer(
     help="Keep a CTR model fresh: retrain daily, each version learning from its parent's mistakes.",
@@ -80,7 +80,7 @@ _options = {"quiet": False}
 def run_stage(action: Callable[[], T]) -> T:
     """Run a stage (with progress bars on a terminal); a `ReloopError` becomes one line on stderr
     and its exit code."""
-    from reloop_cli.progress import show_progress
+    from reloop_cli.runtime.progress import show_progress
 
     try:
         with show_progress(not _options["quiet"]):
@@ -127,8 +127,8 @@ def fmt(value: float | None, digits: int = 4) -> str:
 
 def _spec_for(ws: Workspace, path: Path | None):
     from reloop_cli.errors import BadInput
-    from reloop_cli.features import stored_spec
-    from reloop_cli.spec import load_spec
+    from reloop_cli.spec.pipeline import load_spec
+    from reloop_cli.store.stored_spec import stored_spec
 
     if path is not None:
         return load_spec(path)
@@ -158,7 +158,7 @@ def spec_check(
 
     Example: RELOOP_TRAIN_ALPHA=0.3 reloop spec check pipelines/sample.toml
     """
-    from reloop_cli.spec import load_spec
+    from reloop_cli.spec.pipeline import load_spec
 
     spec = run_stage(lambda: load_spec(path))
     resolved = spec.to_dict()

@@ -23,8 +23,8 @@ from reloop_cli.cli.common import (
     out,
     run_stage,
 )
-from reloop_cli.progress import note
-from reloop_cli.workspace import DEFAULT_WORKSPACE, Workspace
+from reloop_cli.runtime.progress import note
+from reloop_cli.store.workspace import DEFAULT_WORKSPACE, Workspace
 
 PANEL = "The loop, compared"
 
@@ -79,19 +79,19 @@ def simulate(
     Example: reloop simulate --days 7 --seeds 3 --world-seeds 3
     Example: reloop simulate --closed-loop --days 14 --world-seeds 3
     """
+    from reloop_cli.data.ingest import ingest as ingest_files
     from reloop_cli.errors import BadInput
-    from reloop_cli.ingest import ingest as ingest_files
-    from reloop_cli.registry import Registry
-    from reloop_cli.repeats import simulate_repeats
-    from reloop_cli.report import save_simulation, write_report
-    from reloop_cli.resources import bundled, sample_files
-    from reloop_cli.simulate import parse_arms
-    from reloop_cli.simulate import simulate as run_simulation
-    from reloop_cli.spec import load_spec
+    from reloop_cli.experiments.repeats import simulate_repeats
+    from reloop_cli.experiments.simulate import parse_arms
+    from reloop_cli.experiments.simulate import simulate as run_simulation
+    from reloop_cli.operations.report import save_simulation, write_report
+    from reloop_cli.runtime.resources import bundled, sample_files
+    from reloop_cli.spec.pipeline import load_spec
+    from reloop_cli.store.registry import Registry
 
     ws = Workspace(workspace)
     if closed_loop:
-        from reloop_cli.serving import Policy
+        from reloop_cli.evaluation.policies import Policy
 
         settings = {
             "mode": mode,
@@ -138,7 +138,7 @@ def simulate(
             save_simulation(ws, _clean(result.to_dict()))
             report = write_report(ws)
             if mlflow:
-                from reloop_cli.tracking import track_simulation
+                from reloop_cli.operations.tracking import track_simulation
 
                 for repeat in getattr(result, "repeats", [result]):
                     track_simulation(mlflow, ws, spec, repeat)
@@ -189,7 +189,7 @@ def reproduce(
     Example: reloop reproduce --spec pipelines/frappe.toml --models deepfm,dcn --seeds 3
     """
     from reloop_cli.errors import BadInput
-    from reloop_cli.reproduce import reproduce as run_reproduce
+    from reloop_cli.experiments.reproduce import reproduce as run_reproduce
 
     ws = Workspace(workspace)
 
@@ -259,7 +259,7 @@ def _interval(estimate, signed: bool = False) -> str:
 def render_simulation(result) -> None:
     """Per-day next-day AUC/Logloss per arm and their means; then each arm against bce, paired
     on the same rows, pooled over the days, with its verdict."""
-    from reloop_cli import statistics
+    from reloop_cli.evaluation import statistics
 
     arms = list(result.arms)
     table = Table(title="next-day AUC / Logloss (each day scored by the version trained before it)")

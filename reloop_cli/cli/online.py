@@ -7,20 +7,20 @@ from rich.table import Table
 
 from reloop_cli.cli.common import _clean, _train_overrides, emit_json, fmt, out, run_stage
 from reloop_cli.cli.loop import _interval
-from reloop_cli.progress import note
+from reloop_cli.runtime.progress import note
 
 
 def simulate_closed_loop(
     ws, spec_path, files, days, arms, seeds, world_seeds, settings, as_json, alpha, model
 ) -> None:
     """`simulate --closed-loop`: the loop served by each arm's own model, in simulated worlds."""
-    from reloop_cli.closed_loop import ClosedLoopConfig, run_closed_loop
     from reloop_cli.errors import BadInput
-    from reloop_cli.online import across_worlds
-    from reloop_cli.report import save_closed_loop, write_report
-    from reloop_cli.resources import bundled
-    from reloop_cli.simulate import parse_arms
-    from reloop_cli.spec import load_spec
+    from reloop_cli.experiments.closed_loop import ClosedLoopConfig, run_closed_loop
+    from reloop_cli.experiments.online import across_worlds
+    from reloop_cli.experiments.simulate import parse_arms
+    from reloop_cli.operations.report import save_closed_loop, write_report
+    from reloop_cli.runtime.resources import bundled
+    from reloop_cli.spec.pipeline import load_spec
 
     def action():
         if files or seeds != 1:
@@ -52,7 +52,7 @@ def simulate_closed_loop(
 
 def render_closed_loop(result) -> None:
     """Per day: online CTR of each arm, the oracle and random; then each arm against bce."""
-    from reloop_cli import statistics
+    from reloop_cli.evaluation import statistics
 
     title = (
         f"world {result.config.world}, {result.config.mode}: online CTR of the served impressions "

@@ -22,7 +22,7 @@ from reloop_cli.cli.common import (
     out,
     run_stage,
 )
-from reloop_cli.workspace import DEFAULT_WORKSPACE, Workspace
+from reloop_cli.store.workspace import DEFAULT_WORKSPACE, Workspace
 
 PANEL = "In production"
 
@@ -67,11 +67,11 @@ def run_command(
     (too few holdout clicks to judge; live keeps serving), 1 internal error.
     Example (cron): reloop run --spec pipelines/sample.toml --logs /data/clicks/ -w /srv/reloop
     """
-    from reloop_cli.cycle import plan_cycle, run_cycle
     from reloop_cli.errors import EXIT_GATE_REFUSED, EXIT_INCONCLUSIVE
-    from reloop_cli.registry import Registry
-    from reloop_cli.report import write_report
-    from reloop_cli.spec import load_spec
+    from reloop_cli.operations.cycle import plan_cycle, run_cycle
+    from reloop_cli.operations.report import write_report
+    from reloop_cli.spec.pipeline import load_spec
+    from reloop_cli.store.registry import Registry
 
     _setup_logging(log_json)
     ws = Workspace(workspace)
@@ -95,7 +95,7 @@ def run_command(
             registry.finish_run(run_id, result.outcome, result.to_dict())
         write_report(ws)
         if mlflow:
-            from reloop_cli.tracking import track_cycle
+            from reloop_cli.operations.tracking import track_cycle
 
             track_cycle(mlflow, ws, spec, result)
         return result
@@ -182,7 +182,7 @@ def report_command(
 
     Example: reloop report --out report.html
     """
-    from reloop_cli.report import write_report
+    from reloop_cli.operations.report import write_report
 
     ws = Workspace(workspace)
     path = run_stage(lambda: write_report(ws, out_file))
@@ -204,7 +204,7 @@ def export_command(
 
     Example: reloop export --version 3 --format torchscript --out model.pt
     """
-    from reloop_cli.export import export_version
+    from reloop_cli.operations.export import export_version
 
     ws = Workspace(workspace)
     result = run_stage(lambda: export_version(ws, version, fmt, out_file))
@@ -224,8 +224,8 @@ def status_command(
 
     Example: reloop status -w /srv/reloop
     """
-    from reloop_cli.promotion import status
-    from reloop_cli.registry import Registry
+    from reloop_cli.operations.promotion import status
+    from reloop_cli.store.registry import Registry
 
     ws = Workspace(workspace)
 
@@ -298,8 +298,8 @@ def promote_command(
 
     Example: reloop promote 7
     """
-    from reloop_cli.promotion import promote_version
-    from reloop_cli.registry import Registry
+    from reloop_cli.operations.promotion import promote_version
+    from reloop_cli.store.registry import Registry
 
     ws = Workspace(workspace)
 
@@ -325,8 +325,8 @@ def rollback_command(
 
     Example: reloop rollback
     """
-    from reloop_cli.promotion import rollback
-    from reloop_cli.registry import Registry
+    from reloop_cli.operations.promotion import rollback
+    from reloop_cli.store.registry import Registry
 
     ws = Workspace(workspace)
 

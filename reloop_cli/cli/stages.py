@@ -24,7 +24,7 @@ from reloop_cli.cli.common import (
     out,
     run_stage,
 )
-from reloop_cli.workspace import DEFAULT_WORKSPACE, Workspace
+from reloop_cli.store.workspace import DEFAULT_WORKSPACE, Workspace
 
 PANEL = "Stages, by hand"
 
@@ -84,7 +84,7 @@ def synth(
     --new-items-per-day 150000 --new-users-per-day 50000 --item-lifetime-days 14
     --user-lifetime-days 30 --out big
     """
-    from reloop_cli.synth import SynthConfig, synthesize
+    from reloop_cli.experiments.synth import SynthConfig, synthesize
 
     config = SynthConfig(
         days=days,
@@ -125,8 +125,8 @@ def ingest(
     A folder stands for every data file under it; Hive-style key=value folders become columns.
     Example: reloop ingest ../shared/data/frappe/*.libfm --spec pipelines/frappe.toml --days 10
     """
-    from reloop_cli.ingest import ingest as ingest_files
-    from reloop_cli.spec import load_spec
+    from reloop_cli.data.ingest import ingest as ingest_files
+    from reloop_cli.spec.pipeline import load_spec
 
     ws = Workspace(workspace)
 
@@ -181,10 +181,10 @@ def train(
     Several processes: reloop train --day 2024-01-03 --nproc 2
     (the same as: torchrun --nproc_per_node 2 -m reloop_cli train --day 2024-01-03)
     """
-    from reloop_cli import distributed
-    from reloop_cli.fitting import resolve_device
-    from reloop_cli.registry import Registry
-    from reloop_cli.train import train_version
+    from reloop_cli.store.registry import Registry
+    from reloop_cli.training import distributed
+    from reloop_cli.training.fitting import resolve_device
+    from reloop_cli.training.train import train_version
 
     if nproc > 1 and not distributed.is_distributed():
         raise typer.Exit(_launch_torchrun(nproc))
@@ -244,7 +244,7 @@ def score(
     Example: reloop score --version 1 --day 2024-01-02 --day 2024-01-03 --jobs 2
     """
     from reloop_cli.errors import BadInput
-    from reloop_cli.score import score_days
+    from reloop_cli.versions.score import score_days
 
     ws = Workspace(workspace)
 
@@ -278,8 +278,8 @@ def evaluate(
 
     Example: reloop eval --version 2 --day 2024-01-04
     """
-    from reloop_cli.evaluate import evaluate_day
-    from reloop_cli.registry import Registry
+    from reloop_cli.evaluation.evaluate import evaluate_day
+    from reloop_cli.store.registry import Registry
 
     ws = Workspace(workspace)
 
@@ -354,8 +354,8 @@ def compare(
 
     Example: reloop compare 3 4 --day 2024-01-05
     """
-    from reloop_cli.compare import compare_versions
     from reloop_cli.errors import BadInput
+    from reloop_cli.evaluation.compare import compare_versions
 
     ws = Workspace(workspace)
 

@@ -18,8 +18,8 @@ from reloop_cli.cli.common import (
     out,
     run_stage,
 )
-from reloop_cli.revisits import DEFAULT_HORIZONS, DEFAULT_LOOKBACK_DAYS
-from reloop_cli.workspace import DEFAULT_WORKSPACE, Workspace
+from reloop_cli.features.revisits import DEFAULT_HORIZONS, DEFAULT_LOOKBACK_DAYS
+from reloop_cli.store.workspace import DEFAULT_WORKSPACE, Workspace
 
 PANEL = "In production"
 
@@ -48,7 +48,7 @@ def revisits_command(
     Example: reloop revisits -w /srv/reloop --horizons 14,28,56
     """
     from reloop_cli.errors import BadInput
-    from reloop_cli.revisits import revisits
+    from reloop_cli.features.revisits import revisits
 
     ws = Workspace(workspace)
 

@@ -9,7 +9,7 @@ from reloop_cli.models.fm import FM
 from reloop_cli.models.lr import LR
 from reloop_cli.models.widedeep import WideDeep
 from reloop_cli.models.xdeepfm import XDeepFM
-from reloop_cli.spec import ModelSpec
+from reloop_cli.spec.sections import ModelSpec
 
 MODELS: dict[str, type[CTRModel]] = {
     "lr": LR,

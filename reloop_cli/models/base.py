@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from reloop_cli.models.layers import FieldEmbedding, LinearTerm
-from reloop_cli.spec import ModelSpec
+from reloop_cli.spec.sections import ModelSpec
 
 
 class CTRModel(nn.Module):

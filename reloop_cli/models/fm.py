@@ -6,7 +6,7 @@ import torch
 
 from reloop_cli.models.base import CTRModel
 from reloop_cli.models.layers import fm_interaction
-from reloop_cli.spec import ModelSpec
+from reloop_cli.spec.sections import ModelSpec
 
 
 class FM(CTRModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from reloop_cli.models.base import CTRModel
-from reloop_cli.spec import ModelSpec
+from reloop_cli.spec.sections import ModelSpec
 
 
 class LR(CTRModel):

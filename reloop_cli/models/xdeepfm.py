@@ -8,7 +8,7 @@ from torch import nn
 
 from reloop_cli.models.base import CTRModel
 from reloop_cli.models.layers import MLP
-from reloop_cli.spec import ModelSpec
+from reloop_cli.spec.sections import ModelSpec
 
 
 class CIN(nn.Module):

@@ -1,0 +1,2 @@
+"""Running reloop in production: the nightly cycle, the gate, promotion and rollback, the
+report, export and experiment tracking."""

@@ -1,0 +1,243 @@
+"""`reloop run`: one scheduled retraining cycle, safe to run unattended.
+
+ingest what arrived -> the live version serves (scores) the newest day -> train a candidate on the
+window, keeping a seeded holdout slice of the newest day out -> judge candidate vs live on that
+slice -> promote only through the gate. Every step is idempotent, so a cycle killed anywhere is
+finished by the next one: a version already trained for the day is judged, not trained again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import polars as pl
+
+from reloop_cli.columns import MAIN_CHAIN, SERVED_PCTR
+from reloop_cli.data.ingest import IngestResult, ingest, load_files
+from reloop_cli.data.inputs import InputFile, discover
+from reloop_cli.data.manifest import is_ingested
+from reloop_cli.errors import BadInput
+from reloop_cli.operations.gate import INCONCLUSIVE, holdout_expr, run_gate
+from reloop_cli.runtime.faults import crash_point
+from reloop_cli.spec.pipeline import Spec
+from reloop_cli.store.registry import Registry
+from reloop_cli.store.workspace import Workspace
+from reloop_cli.training.train import train_version
+from reloop_cli.versions.score import score_day
+
+log = logging.getLogger("reloop")
+
+
+@dataclass
+class CycleResult:
+    """What a cycle did (or, with --dry-run, would do)."""
+
+    outcome: str  # promoted | rejected | inconclusive | nothing-new | dry-run
+    day: str | None = None
+    new_files: list[str] = field(default_factory=list)
+    ingested_rows: int = 0
+    rejected_rows: int = 0
+    live_before: int | None = None
+    candidate: int | None = None
+    live_after: int | None = None
+    gate: dict | None = None
+    forced: bool = False
+    plan: list[str] = field(default_factory=list)
+    late_rows: dict[str, int] = field(default_factory=dict)  # rows added to days held already
+    late_policy: str = "append"
+    # days that gained late rows after versions had trained on them: day -> those versions
+    changed_trained_days: dict[str, list[int]] = field(default_factory=dict)
+    sources: list[InputFile] = field(default_factory=list, repr=False)  # the new files, to ingest
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "sources"}
+
+
+def _version_for(registry: Registry, day: str) -> dict | None:
+    """The main chain's newest version trained for `day`, if any."""
+    matches = [v for v in registry.versions(MAIN_CHAIN) if v["day"] == day]
+    return matches[-1] if matches else None
+
+
+def plan_cycle(
+    ws: Workspace,
+    spec: Spec,
+    logs: str,
+    day: str | None,
+    describe: bool = True,
+    read_new: bool = True,
+) -> CycleResult:
+    """What a cycle would do; reads, validates the new files, writes nothing. `describe` adds
+    the training and promotion steps to the plan (for --dry-run). Without `read_new` the new
+    files are only listed, not read: the cycle then takes its day from the workspace after
+    ingesting them (`result.day` is None until then), so each file is validated once."""
+    if not spec.data.time_column:
+        raise BadInput(f"{spec.source}: `reloop run` needs data.time_column to date new logs")
+    files = discover(logs)
+    new = [f for f in files if not is_ingested(ws, spec, f)]
+    if not read_new:
+        result = CycleResult(outcome="dry-run", new_files=[str(f.path) for f in new])
+        result.sources = list(new)
+        return result
+    days = set(ws.days())
+    for source in new:  # one file at a time: a backlog of days never sits in memory at once
+        batch = load_files([source], spec, None, spec.data.start_date)
+        days |= set(batch.filter(pl.col("reject_reason").is_null())["day"].unique())
+    if day is not None and day not in days:
+        raise BadInput(
+            f"--day {day}: no logs for that day (have {min(days, default='none')}.."
+            f"{max(days, default='none')})"
+        )
+    target = day or max(days, default=None)
+    if target is None:
+        raise BadInput(f"{logs}: no rows to train on")
+    result = CycleResult(outcome="dry-run", day=target, new_files=[str(f.path) for f in new])
+    result.sources = list(new)
+    result.plan.append(f"ingest {len(new)} new file(s)" if new else "no new files")
+    if describe:
+        result.plan += _plan_training(ws, spec, target, sorted(days))
+    return result
+
+
+def _plan_training(ws: Workspace, spec: Spec, target: str, days: list[str]) -> list[str]:
+    """The rest of the plan, read from a snapshot of the registry (never created here)."""
+    versions, live = Registry.snapshot(ws, MAIN_CHAIN)
+    existing = [v for v in versions if v["day"] == target]
+    if existing and existing[-1]["status"] != "candidate":
+        return [
+            f"{target} already has v{existing[-1]['version']} "
+            f"({existing[-1]['status']}): nothing to train"
+        ]
+    window = [d for d in days if d <= target][-spec.train.window_days :]
+    steps = []
+    if live is not None:
+        steps.append(f"live v{live} serves {target} (its scores become ỹ_last)")
+    loss = spec.train.loss if live is not None else "bce"
+    if existing:
+        steps.append(f"judge the undecided candidate v{existing[-1]['version']}")
+    else:
+        steps.append(
+            f"train a candidate ({loss}, parent {f'v{live}' if live else 'none'}) on "
+            f"{window[0]}..{window[-1]}, holding out "
+            f"{spec.gate.holdout_fraction:.0%} of {target}"
+        )
+    steps.append(
+        "promote it if the gate passes"
+        + (" (first version: absolute thresholds only)" if live is None else f" against v{live}")
+    )
+    return steps
+
+
+def run_cycle(
+    ws: Workspace,
+    registry: Registry,
+    spec: Spec,
+    logs: str,
+    *,
+    day: str | None = None,
+    force: bool = False,
+) -> CycleResult:
+    """One cycle; call under the workspace lock."""
+    # A backfill (`day` given) checks the day against the new files before writing anything;
+    # the nightly cycle trains on the newest day, known once the new files are ingested.
+    result = plan_cycle(ws, spec, logs, day, describe=False, read_new=day is not None)
+    result.outcome, result.forced = "nothing-new", force
+    if result.new_files:
+        ingested: IngestResult = ingest(ws, spec, result.sources)
+        result.ingested_rows, result.rejected_rows = ingested.rows, ingested.rejected
+        log.info(
+            "ingested %d rows (%d rejected) from %d file(s)",
+            ingested.rows,
+            ingested.rejected,
+            len(result.new_files),
+        )
+        _report_late_rows(registry, ingested, result)
+    if result.day is None:
+        held = ws.days()
+        if not held:
+            raise BadInput(f"{logs}: no rows to train on")
+        result.day = held[-1]
+    target = result.day
+    live = result.live_before = registry.live(MAIN_CHAIN)
+    existing = _version_for(registry, target)
+    if existing is not None and existing["status"] != "candidate":
+        log.info(
+            "a version for %s exists already (v%d, %s): nothing new",
+            target,
+            existing["version"],
+            existing["status"],
+        )
+        result.live_after, result.candidate = live, existing["version"]
+        return result
+    if live is not None and SERVED_PCTR not in ws.scan_logs([target]).collect_schema().names():
+        score_day(ws, live, target)  # what serving would have logged: tomorrow's ỹ_last
+        registry.record_served(MAIN_CHAIN, target, live)
+        log.info("live v%d scored %s", live, target)
+    if existing is None:
+        trained = train_version(
+            ws,
+            registry,
+            spec,
+            target,
+            chain=MAIN_CHAIN,
+            parent=live,
+            promote=False,
+            exclude=holdout_expr(spec, target),
+        )
+        candidate = trained.version
+        log.info(
+            "trained candidate v%d (%s, parent %s) on %s..%s",
+            candidate,
+            trained.loss,
+            live,
+            trained.window[0],
+            trained.window[-1],
+        )
+    else:
+        candidate = existing["version"]
+        log.info("judging candidate v%d left undecided by an earlier run", candidate)
+    result.candidate = candidate
+    result.gate = run_gate(ws, registry, spec, candidate, live, target, force)
+    crash_point("promote")
+    if result.gate["passed"] or force:
+        reason = "forced" if force and not result.gate["passed"] else "gate"
+        registry.promote(MAIN_CHAIN, candidate, reason, result.gate)
+        result.outcome = "promoted"
+        log.info("v%d promoted (%s)", candidate, reason)
+    elif result.gate["outcome"] == INCONCLUSIVE:
+        registry.decide(candidate, "inconclusive", result.gate)
+        result.outcome = "inconclusive"
+        log.warning("v%d not judged: %s", candidate, "; ".join(result.gate["reasons"]))
+    else:
+        registry.decide(candidate, "rejected", result.gate)
+        result.outcome = "rejected"
+        log.warning("v%d rejected: %s", candidate, "; ".join(result.gate["reasons"]))
+    result.live_after = registry.live(MAIN_CHAIN)
+    return result
+
+
+def _report_late_rows(registry: Registry, ingested: IngestResult, result: CycleResult) -> None:
+    """Say which days gained late rows after versions had trained on them; history is never
+    retrained by itself (a backfill is `reloop run --day D`)."""
+    result.late_rows, result.late_policy = ingested.late_rows, ingested.late_policy
+    if not ingested.late_rows:
+        return
+    trained: dict[str, list[int]] = {}
+    for version in registry.versions(MAIN_CHAIN):
+        for window_day in version["meta"].get("window", []):
+            trained.setdefault(window_day, []).append(version["version"])
+    action = "appended to" if ingested.late_policy == "append" else "rejected for"
+    for late_day, rows in sorted(ingested.late_rows.items()):
+        versions = trained.get(late_day, [])
+        if versions and ingested.late_policy == "append":
+            result.changed_trained_days[late_day] = versions
+        log.warning(
+            "%d late row(s) %s %s%s",
+            rows,
+            action,
+            late_day,
+            f", a day already trained on by v{', v'.join(map(str, versions))}; not retrained"
+            if versions and ingested.late_policy == "append"
+            else "",
+        )

@@ -1,0 +1,390 @@
+"""`reloop report`: one self-contained HTML page a CTR team reads each morning.
+
+Plots are rendered with matplotlib (Agg, no display) to PNG and embedded as data URIs, so the
+page is one file that opens anywhere. Sources: the last `reloop simulate` result saved in the
+workspace (per-day next-day AUC/Logloss per arm with 95% bands, the oracle, each arm's paired
+lift over bce per day and pooled with error bars, one verdict line per arm, and with repeats what
+holds across them), the scores and labels on disk (calibration), and the registry (the main
+chain's versions and gate decisions).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from reloop_cli.columns import LABEL, MAIN_CHAIN
+from reloop_cli.evaluation.evaluate import labelled_scores
+from reloop_cli.evaluation.metrics import calibration_buckets
+from reloop_cli.store.registry import Registry
+from reloop_cli.store.workspace import Workspace
+
+SIMULATION_FILE = "simulate.json"
+CLOSED_LOOP_FILE = "closed_loop.json"
+
+
+def reports_dir(ws: Workspace) -> Path:
+    return ws.root / "reports"
+
+
+def save_simulation(ws: Workspace, payload: dict) -> Path:
+    """Keep the last simulation's result where `reloop report` finds it."""
+    path = reports_dir(ws) / SIMULATION_FILE
+    ws.write_json(payload, path)
+    return path
+
+
+def save_closed_loop(ws: Workspace, payload: dict) -> Path:
+    """Keep the last closed-loop simulation's result where `reloop report` finds it."""
+    path = reports_dir(ws) / CLOSED_LOOP_FILE
+    ws.write_json(payload, path)
+    return path
+
+
+def _png(figure: plt.Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _metric_plot(sim: dict, metric: str, label: str) -> str:
+    """Each arm's daily metric with its 95% interval as a band (and the oracle)."""
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    for arm, entry in sim["arms"].items():
+        days = [d["day"][5:] for d in entry["days"]]
+        (line,) = axis.plot(days, [d[metric] for d in entry["days"]], marker="o", label=arm)
+        if all(f"{metric}_low" in d for d in entry["days"]):
+            axis.fill_between(
+                days,
+                [d[f"{metric}_low"] for d in entry["days"]],
+                [d[f"{metric}_high"] for d in entry["days"]],
+                color=line.get_color(),
+                alpha=0.12,
+            )
+    if sim.get("oracle"):
+        axis.plot(
+            [o["day"][5:] for o in sim["oracle"]],
+            [o[metric] for o in sim["oracle"]],
+            linestyle="--",
+            color="grey",
+            label="oracle",
+        )
+    axis.set(title=f"next-day {label} per day (bands: 95% intervals)", xlabel="day", ylabel=label)
+    axis.legend()
+    axis.grid(alpha=0.3)
+    return _png(figure)
+
+
+def _lift_plot(sim: dict) -> str | None:
+    """Each arm minus bce, paired on the same rows: per day and pooled, with 95% error bars."""
+    comparisons = sim.get("comparisons") or {}
+    if not comparisons:
+        return None
+    baseline = sim.get("baseline", "bce")
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    width = 0.8 / len(comparisons)
+    for k, (arm, comparison) in enumerate(comparisons.items()):
+        entries = [*comparison["days"], {"day": "pooled", **comparison["pooled"]}]
+        xs = [i + k * width for i in range(len(entries))]
+        for axis, key in zip(axes, ("auc", "logloss"), strict=True):
+            values = [e[key]["value"] for e in entries]
+            errors = [
+                [v - e[key]["low"] for v, e in zip(values, entries, strict=True)],
+                [e[key]["high"] - v for v, e in zip(values, entries, strict=True)],
+            ]
+            axis.bar(xs, values, width, yerr=errors, capsize=3, label=arm)
+    labels = [d["day"][5:] for d in next(iter(comparisons.values()))["days"]] + ["pooled"]
+    titles = (f"AUC minus {baseline} (95% CI)", f"Logloss minus {baseline} (95% CI)")
+    for axis, name in zip(axes, titles, strict=True):
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xticks(range(len(labels)), labels, rotation=30)
+        axis.set(title=name)
+        axis.legend()
+    return _png(figure)
+
+
+def _verdicts(sim: dict) -> str:
+    baseline = sim.get("baseline", "bce")
+    lines = []
+    for arm, comparison in (sim.get("comparisons") or {}).items():
+        auc, logloss = comparison["pooled"]["auc"], comparison["pooled"]["logloss"]
+        lines.append(
+            f"<li><b>{html.escape(arm)} vs {html.escape(baseline)}</b>: AUC "
+            f"{auc['value']:+.4f} [{auc['low']:+.4f}, {auc['high']:+.4f}], "
+            f"{html.escape(comparison['verdict']['auc'])}; Logloss {logloss['value']:+.4f} "
+            f"[{logloss['low']:+.4f}, {logloss['high']:+.4f}], "
+            f"{html.escape(comparison['verdict']['logloss'])}</li>"
+        )
+    if not lines:
+        return ""
+    return (
+        "<p>Paired on the same rows, pooled over the days (these versions on these rows; "
+        "whether a loss helps needs repeats, <code>--seeds</code>):</p><ul>"
+        + "".join(lines)
+        + "</ul>"
+    )
+
+
+def _repeats_section(sim: dict) -> str:
+    """What holds across repeats: a table and each repeat's pooled AUC lift with its interval."""
+    rows = []
+    for arm, entry in sim["summary"].items():
+        auc = entry["mean_auc"]
+        lift = entry.get("lift_auc")
+        tally = entry.get("repeats_auc")
+        rows.append(
+            [
+                arm,
+                _fmt(auc["value"])
+                + (f" [{_fmt(auc['low'])}, {_fmt(auc['high'])}]" if auc["low"] is not None else ""),
+                _fmt(entry["mean_logloss"]["value"]),
+                (
+                    f"{lift['value']:+.4f} [{lift['low']:+.4f}, {lift['high']:+.4f}]"
+                    if lift and lift["low"] is not None
+                    else "-"
+                ),
+                f"{lift['p_value']:.2g}" if lift and lift["p_value"] is not None else "-",
+                f"{tally['better']} / {tally['worse']} / {tally['no_difference']}"
+                if tally
+                else "-",
+                entry.get("verdict_auc", ""),
+            ]
+        )
+    table = _table(
+        [
+            "arm",
+            "mean AUC [95% CI]",
+            "mean Logloss",
+            f"AUC lift vs {sim['baseline']} [95% CI, t]",
+            "p",
+            "repeats better / worse / n.s.",
+            "verdict",
+        ],
+        rows,
+    )
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    arms = [a for a in sim["summary"] if a != sim["baseline"]]
+    for k, arm in enumerate(arms):
+        pooled = [r["comparisons"][arm]["pooled"]["auc"] for r in sim["repeats"]]
+        xs = [i + k * 0.8 / max(len(arms), 1) for i in range(len(pooled))]
+        axis.errorbar(
+            xs,
+            [p["value"] for p in pooled],
+            yerr=[
+                [p["value"] - p["low"] for p in pooled],
+                [p["high"] - p["value"] for p in pooled],
+            ],
+            fmt="o",
+            capsize=3,
+            label=arm,
+        )
+    names = [
+        (f"w{r['world']} " if r.get("world") is not None else "") + f"s{r['seed']}"
+        for r in sim["repeats"]
+    ]
+    axis.set_xticks(range(len(names)), names)
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set(title=f"pooled AUC lift over {sim['baseline']} per repeat (95% CI)")
+    axis.legend()
+    heading = f"<h2>Across {len(sim['repeats'])} repeats</h2>"
+    return heading + table + f'<img alt="plot" src="{_png(figure)}">'
+
+
+def _calibration_plot(ws: Workspace, sim: dict) -> str | None:
+    """Predicted vs observed CTR by bucket, for each arm's version on the last simulated day."""
+    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    drawn = False
+    for arm, entry in sim["arms"].items():
+        last = entry["days"][-1]
+        if not ws.has_scores(last["version"], last["day"]):
+            continue
+        joined = labelled_scores(ws, last["version"], last["day"])
+        buckets = calibration_buckets(joined[LABEL].to_numpy(), joined["pctr"].to_numpy())
+        axis.plot(
+            [b["mean_pctr"] for b in buckets],
+            [b["ctr"] for b in buckets],
+            marker="o",
+            label=f"{arm} v{last['version']}",
+        )
+        drawn = True
+    if not drawn:
+        plt.close(figure)
+        return None
+    top = axis.get_xlim()[1]
+    axis.plot([0, top], [0, top], linestyle="--", color="grey", label="perfect")
+    axis.set(title="calibration, last day", xlabel="mean predicted CTR", ylabel="observed CTR")
+    axis.legend()
+    return _png(figure)
+
+
+def _online_plot(world: dict, key: str, label: str) -> str:
+    """One world's per-day figure for every policy (CTR with its 95% band)."""
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    for policy, days in world["online"].items():
+        names = [d["day"][5:] for d in days]
+        dashed = policy in ("oracle", "random")
+        values = [d[key]["value"] if isinstance(d[key], dict) else d[key] for d in days]
+        (line,) = axis.plot(
+            names, values, marker="o", label=policy, linestyle="--" if dashed else "-"
+        )
+        if isinstance(days[0][key], dict):
+            axis.fill_between(
+                names,
+                [d[key]["low"] for d in days],
+                [d[key]["high"] for d in days],
+                color=line.get_color(),
+                alpha=0.12,
+            )
+    axis.set(title=f"world {world['config']['world']}: {label} per day", xlabel="day", ylabel=label)
+    axis.legend(fontsize="small")
+    axis.grid(alpha=0.3)
+    return _png(figure)
+
+
+def _closed_loop_section(payload: dict) -> str:
+    """The closed loop: online CTR and exposure per day per policy, verdicts, across worlds."""
+    parts = ["<h2>Closed loop: each arm's model decides what its users see</h2>"]
+    for world in payload["worlds"]:
+        for key, label in (("ctr", "online CTR (95% band)"), ("gini", "exposure Gini")):
+            parts.append(f'<img alt="plot" src="{_online_plot(world, key, label)}">')
+        items = []
+        for arm, pooled in world["pooled"].items():
+            ctr = pooled["ctr"]
+            items.append(
+                f"<li><b>{html.escape(arm)} vs {html.escape(world['baseline'])}</b>: online CTR "
+                f"{ctr['value']:+.4f} [{ctr['low']:+.4f}, {ctr['high']:+.4f}], "
+                f"{html.escape(pooled['verdict'])}</li>"
+            )
+        means = world["means"]
+        rows = [
+            [
+                policy,
+                _fmt(entry["ctr"]),
+                _fmt(entry["expected_ctr"]),
+                _fmt(entry.get("regret")),
+                _fmt(entry["gini"]),
+                _fmt(entry.get("ope_error")),
+            ]
+            for policy, entry in means.items()
+        ]
+        parts.append(
+            _table(["policy", "online CTR", "expected CTR", "regret", "Gini", "OPE error"], rows)
+        )
+        parts.append("<ul>" + "".join(items) + "</ul>")
+    summary = payload["summary"]
+    if len(summary["worlds"]) > 1:
+        rows = [
+            [
+                arm,
+                f"{e['ctr']['value']:+.4f} [{e['ctr']['low']:+.4f}, {e['ctr']['high']:+.4f}]",
+                e["verdict"],
+            ]
+            for arm, e in summary["lifts"].items()
+        ]
+        parts.append(f"<h3>Across worlds {summary['worlds']}</h3>")
+        parts.append(_table(["arm", "online CTR lift [95% CI, t]", "verdict"], rows))
+    return "".join(parts)
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def _history(registry: Registry) -> str:
+    rows = []
+    for v in registry.versions(MAIN_CHAIN):
+        decision = v["decision"] or {}
+        holdout = decision.get("candidate") or {}
+        verdict = "; ".join(decision.get("reasons", [])) or decision.get("reason", "")
+        if decision.get("forced"):
+            verdict = "forced past the gate"
+        rows.append(
+            [
+                f"v{v['version']}",
+                v["day"],
+                f"v{v['parent']}" if v["parent"] else "-",
+                v["loss"],
+                v["status"],
+                _fmt(holdout.get("auc")),
+                _fmt(holdout.get("logloss")),
+                verdict,
+            ]
+        )
+    if not rows:
+        return "<p>No versions in the main chain yet (`reloop run` or `reloop train`).</p>"
+    return _table(
+        ["version", "day", "parent", "loss", "status", "holdout AUC", "holdout Logloss", "gate"],
+        rows,
+    )
+
+
+def build_report(ws: Workspace) -> str:
+    """The report page as HTML text."""
+    sections = [f"<h1>reloop report</h1><p>workspace: {html.escape(str(ws.root))}</p>"]
+    sim_path = reports_dir(ws) / SIMULATION_FILE
+    if sim_path.exists():
+        sim = json.loads(sim_path.read_text(encoding="utf-8"))
+        if "repeats" in sim:
+            sections.append(_repeats_section(sim))
+            sim = sim["repeats"][0]
+            sections.append("<h2>The first repeat, day by day</h2>")
+        else:
+            sections.append("<h2>Simulation: next-day metrics per arm</h2>")
+        images = [
+            _metric_plot(sim, "auc", "AUC"),
+            _metric_plot(sim, "logloss", "Logloss"),
+            _lift_plot(sim),
+            # a simulated world's versions live in its own workspace, not this one
+            _calibration_plot(ws, sim) if sim.get("world") is None else None,
+        ]
+        sections += [f'<img alt="plot" src="{src}">' for src in images if src]
+        means = [
+            [arm, _fmt(e["mean_auc"]), _fmt(e["mean_logloss"])] for arm, e in sim["arms"].items()
+        ]
+        sections.append(_table(["arm", "mean AUC", "mean Logloss"], means))
+        sections.append(_verdicts(sim))
+    else:
+        sections.append("<p>No simulation in this workspace yet (`reloop simulate`).</p>")
+    closed = reports_dir(ws) / CLOSED_LOOP_FILE
+    if closed.exists():
+        sections.append(_closed_loop_section(json.loads(closed.read_text(encoding="utf-8"))))
+    sections.append("<h2>Versions and gate decisions (chain main)</h2>")
+    if ws.registry_path.exists():
+        with Registry(ws) as registry:
+            sections.append(_history(registry))
+    style = (
+        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "img{display:block;margin:1em 0;max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>reloop report</title>"
+        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>"
+    )
+
+
+def write_report(ws: Workspace, out: Path | None = None) -> Path:
+    """Render the report to `out` (default: reports/report.html in the workspace), atomically."""
+    target = out or reports_dir(ws) / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{target.name}.part")
+    tmp.write_text(build_report(ws), encoding="utf-8")
+    tmp.replace(target)
+    return target

@@ -1,0 +1,2 @@
+"""What a running command needs around its work: progress bars, fault points for the kill tests,
+the files bundled with the package."""
