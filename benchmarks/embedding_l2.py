@@ -2,10 +2,10 @@
 
 Accuracy, not speed. Issue 13 moved the embedding L2 from FuxiCTR's form (lambda/2 * ||E||^2 over
 the whole table, every step: "all") to the rows a batch looks up ("touched", and "batch-aware",
-which weighs each touched row by 1 / P(row in a batch): `reloop_cli/regulariser.py`), and asked
-for the Frappe bars to be re-measured. This trains bce DeepFM the way `reloop reproduce` trains its
-bce arm (same split function, same encoding, same early stopping) for each regulariser strength,
-each form and each seed, and prints test AUC / Logloss and their means.
+which weighs each touched row by 1 / P(row in a batch): `reloop_cli/training/regulariser.py`),
+and asked for the Frappe bars to be re-measured. This trains bce DeepFM the way `reloop
+reproduce` trains its bce arm (same split function, same encoding, same early stopping) for each
+regulariser strength, each form and each seed, and prints test AUC / Logloss and their means.
 
 By default the files are split 8:1:1 by a seeded hash of their impression ids, the split `reloop
 reproduce` draws (from the files or from a workspace ingested from them: the bce figures agree).

@@ -9,9 +9,7 @@ import pytest
 from reloop_cli.experiments.synth import SynthConfig, synthesize
 from reloop_cli.spec.pipeline import Spec, load_spec
 from reloop_cli.store.workspace import Workspace
-
-REPO = Path(__file__).resolve().parents[1]
-FRAPPE = REPO.parent / "shared" / "data" / "frappe"
+from tests.helpers import FRAPPE, REPO
 
 
 @pytest.fixture(scope="session")
@@ -54,25 +52,3 @@ def frappe_dir() -> Path:
     if not (FRAPPE / "frappe.test.libfm").exists():
         pytest.skip(f"Frappe files not found at {FRAPPE} (they are not redistributable)")
     return FRAPPE
-
-
-def workspace_files(ws: Workspace) -> list[Path]:
-    """Everything under a workspace except the lock file: 'nothing written' means this is empty."""
-    if not ws.root.exists():
-        return []
-    return sorted(p for p in ws.root.rglob("*") if p.is_file() and p.name != ".lock")
-
-
-def run_exported(path, fmt, categorical, dense):
-    """Click probabilities from an exported TorchScript or ONNX file."""
-    if fmt == "torchscript":
-        import torch
-
-        with torch.no_grad():
-            return torch.jit.load(str(path))(categorical, dense).numpy()
-    onnxruntime = pytest.importorskip("onnxruntime")
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    given = {"categorical": categorical.numpy(), "dense": dense.numpy()}
-    # A model with no dense fields has no `dense` input in its graph: feed what it asks for.
-    wanted = {i.name: given[i.name] for i in session.get_inputs()}
-    return session.run(None, wanted)[0]

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,7 +21,7 @@ from rich.table import Table
 
 from reloop_cli import __version__
 from reloop_cli.errors import EXIT_INTERNAL, ReloopError
-from reloop_cli.store.workspace import Workspace
+from reloop_cli.store.workspace import json_ready
 
 app = typer.Typer(
     help="Keep a CTR model fresh: retrain daily, each version learning from its parent's mistakes.",
@@ -102,19 +102,8 @@ def run_stage(action: Callable[[], T]) -> T:
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN: turn it into null, recursively."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def emit_json(payload: dict) -> None:
-    sys.stdout.write(json.dumps(_clean(payload), sort_keys=False) + "\n")
+    sys.stdout.write(json.dumps(json_ready(payload), sort_keys=False) + "\n")
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -123,19 +112,6 @@ def fmt(value: float | None, digits: int = 4) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value))
         else (f"{value:.{digits}f}")
     )
-
-
-def _spec_for(ws: Workspace, path: Path | None):
-    from reloop_cli.errors import BadInput
-    from reloop_cli.spec.pipeline import load_spec
-    from reloop_cli.store.stored_spec import stored_spec
-
-    if path is not None:
-        return load_spec(path)
-    spec = stored_spec(ws)
-    if spec is None:
-        raise BadInput(f"{ws.root}: no spec given and nothing ingested yet; pass --spec")
-    return spec
 
 
 def _train_overrides(spec, loss, alpha, model, epochs, seed, warm_start):

@@ -14,15 +14,13 @@ from reloop_cli.cli.common import (
     MlflowOpt,
     SpecOpt,
     WorkspaceOpt,
-    _clean,
-    _spec_for,
-    _train_overrides,
     app,
     emit_json,
     fmt,
     out,
     run_stage,
 )
+from reloop_cli.cli.online import render_closed_loop_worlds
 from reloop_cli.runtime.progress import note
 from reloop_cli.store.workspace import DEFAULT_WORKSPACE, Workspace
 
@@ -79,80 +77,42 @@ def simulate(
     Example: reloop simulate --days 7 --seeds 3 --world-seeds 3
     Example: reloop simulate --closed-loop --days 14 --world-seeds 3
     """
-    from reloop_cli.data.ingest import ingest as ingest_files
-    from reloop_cli.errors import BadInput
-    from reloop_cli.experiments.repeats import simulate_repeats
-    from reloop_cli.experiments.simulate import parse_arms
-    from reloop_cli.experiments.simulate import simulate as run_simulation
-    from reloop_cli.operations.report import save_simulation, write_report
-    from reloop_cli.runtime.resources import bundled, sample_files
-    from reloop_cli.spec.pipeline import load_spec
-    from reloop_cli.store.registry import Registry
+    from reloop_cli.evaluation.policies import Policy
+    from reloop_cli.experiments.simulation import (
+        ClosedLoopSettings,
+        SimulationRequest,
+        run_simulation,
+    )
 
-    ws = Workspace(workspace)
-    if closed_loop:
-        from reloop_cli.evaluation.policies import Policy
-
-        settings = {
-            "mode": mode,
-            "requests": requests,
-            "candidates": candidates,
-            "policy": Policy(policy, epsilon, temperature, slots),
-        }
-        from reloop_cli.cli.online import simulate_closed_loop
-
-        simulate_closed_loop(
-            ws, spec_path, files, days, arms, seeds, world_seeds, settings, as_json, alpha, model
-        )
-        return
-
-    def action():
-        chosen = parse_arms(arms)
-        if world_seeds is not None and (files or world_seeds < 1):
-            raise BadInput("--world-seeds N: N >= 1 simulated worlds, and no FILES (it makes them)")
-        with ws.lock():
-            inputs, spec_file = list(files or []), spec_path
-            if world_seeds is not None:
-                spec_file = spec_file or bundled("pipelines/sample.toml")
-            elif not inputs and not ws.days():
-                inputs = sample_files()
-                spec_file = spec_file or bundled("pipelines/sample.toml")
-            if inputs:
-                if spec_file is None:
-                    raise BadInput("simulate FILE...: pass --spec to say how to read them")
-                spec = load_spec(spec_file)
-                note(f"ingesting {len(inputs)} file(s) into {ws.root}")
-                ingest_files(ws, spec, inputs, days=ingest_days)
-            base = load_spec(spec_file) if world_seeds is not None else _spec_for(ws, spec_file)
-            spec = _train_overrides(base, None, alpha, model, None, None, None).override(
-                "train", device=device
-            )
-            if seeds > 1 or world_seeds is not None:
-                worlds = list(range(world_seeds)) if world_seeds is not None else None
-                result = simulate_repeats(
-                    ws, spec, days, chosen, seeds, worlds, world_rows, on_step=note
-                )
-            else:
-                with Registry(ws) as registry:
-                    result = run_simulation(ws, registry, spec, days, chosen, on_step=note)
-            save_simulation(ws, _clean(result.to_dict()))
-            report = write_report(ws)
-            if mlflow:
-                from reloop_cli.operations.tracking import track_simulation
-
-                for repeat in getattr(result, "repeats", [result]):
-                    track_simulation(mlflow, ws, spec, repeat)
-            return result, report
-
-    result, report = run_stage(action)
+    closed = ClosedLoopSettings(
+        mode, requests, candidates, Policy(policy, epsilon, temperature, slots)
+    )
+    request = SimulationRequest(
+        days=days,
+        arms=arms,
+        seeds=seeds,
+        world_seeds=world_seeds,
+        world_rows=world_rows,
+        files=tuple(files or ()),
+        spec_file=spec_path,
+        ingest_days=ingest_days,
+        alpha=alpha,
+        model=model,
+        device=device,
+        mlflow=mlflow,
+        closed_loop=closed if closed_loop else None,
+    )
+    outcome = run_stage(lambda: run_simulation(Workspace(workspace), request, on_step=note))
     if as_json:
-        emit_json(result.to_dict())
-        return
-    if hasattr(result, "repeats"):
-        render_repeats(result)
+        emit_json(outcome.payload)
+    elif closed_loop:
+        render_closed_loop_worlds(outcome.result, outcome.payload)
+    elif hasattr(outcome.result, "repeats"):
+        render_repeats(outcome.result)
     else:
-        render_simulation(result)
-    out.print(f"report: {report}")
+        render_simulation(outcome.result)
+    if not as_json:
+        out.print(f"report: {outcome.report}")
 
 
 @app.command(rich_help_panel=PANEL)
@@ -190,11 +150,12 @@ def reproduce(
     """
     from reloop_cli.errors import BadInput
     from reloop_cli.experiments.reproduce import reproduce as run_reproduce
+    from reloop_cli.store.stored_spec import spec_for
 
     ws = Workspace(workspace)
 
     def action():
-        spec = _spec_for(ws, spec_path).override("train", epochs=epochs, device=device)
+        spec = spec_for(ws, spec_path).override("train", epochs=epochs, device=device)
         try:
             alpha_list = [float(a) for a in (alphas or str(spec.train.alpha)).split(",")]
         except ValueError:
@@ -220,6 +181,8 @@ def reproduce(
     if as_json:
         emit_json(result.to_dict())
         return
+    from reloop_cli.evaluation.statistics import format_interval
+
     rows = ", ".join(f"{k} {v:,}" for k, v in result.rows.items())
     table = Table(title=f"test AUC / Logloss, mean ± std over seeds {result.seeds} ({rows})")
     for column in ("model", "loss", "AUC", "Logloss", "ΔAUC [95% CI]", "p", "ΔLogloss"):
@@ -235,7 +198,7 @@ def reproduce(
             name,
             f"{auc_m:.4f} ± {auc_s:.4f}",
             f"{ll_m:.4f} ± {ll_s:.4f}",
-            _interval(difference, signed=True) if paired else "",
+            format_interval(difference, signed=True) if paired else "",
             f"{difference.p_value:.2g}" if paired else "",
             "" if arm.loss == "bce" else f"{lift['logloss_pct']:+.2f}%",
         )
@@ -251,15 +214,11 @@ def reproduce(
     out.print(table)
 
 
-def _interval(estimate, signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    return f"{estimate.value:{sign}.4f} [{estimate.low:{sign}.4f}, {estimate.high:{sign}.4f}]"
-
-
 def render_simulation(result) -> None:
     """Per-day next-day AUC/Logloss per arm and their means; then each arm against bce, paired
     on the same rows, pooled over the days, with its verdict."""
     from reloop_cli.evaluation import statistics
+    from reloop_cli.evaluation.statistics import format_interval
 
     arms = list(result.arms)
     table = Table(title="next-day AUC / Logloss (each day scored by the version trained before it)")
@@ -294,8 +253,8 @@ def render_simulation(result) -> None:
         verdicts = comparison.verdicts()
         out.print(
             f"{arm} vs {result.baseline}, paired over {len(comparison.days)} days: "
-            f"AUC {_interval(comparison.auc, signed=True)} ({verdicts['auc']}); "
-            f"Logloss {_interval(comparison.logloss, signed=True)} ({verdicts['logloss']}); "
+            f"AUC {format_interval(comparison.auc, signed=True)} ({verdicts['auc']}); "
+            f"Logloss {format_interval(comparison.logloss, signed=True)} ({verdicts['logloss']}); "
             f"{days_apart} of {len(comparison.days)} days alone exclude zero; smallest "
             f"detectable AUC lift {fmt(statistics.detectable_difference(comparison.auc.se))}"
         )
@@ -308,6 +267,8 @@ def render_simulation(result) -> None:
 
 def render_repeats(result) -> None:
     """What holds across repeats: each arm's mean over them, and its lift over bce."""
+    from reloop_cli.evaluation.statistics import format_interval
+
     summary = result.summary()
     seeds = sorted({r.seed for r in result.repeats})
     worlds = sorted({r.world for r in result.repeats if r.world is not None})
@@ -323,11 +284,11 @@ def render_repeats(result) -> None:
         tally = entry.get("repeats_auc")
         table.add_row(
             arm,
-            _interval(entry["mean_auc"])
+            format_interval(entry["mean_auc"])
             if len(result.repeats) > 1
             else fmt(entry["mean_auc"].value),
             fmt(entry["mean_logloss"].value),
-            _interval(lift, signed=True) if lift and len(result.repeats) > 1 else "",
+            format_interval(lift, signed=True) if lift and len(result.repeats) > 1 else "",
             f"{lift.p_value:.2g}" if lift and lift.p_value is not None else "",
             f"{tally['better']} / {tally['worse']} / {tally['no_difference']}" if tally else "",
         )

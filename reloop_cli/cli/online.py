@@ -1,58 +1,25 @@
-"""`reloop simulate --closed-loop`: running the closed loop in simulated worlds and rendering
-what each arm's users clicked (the command itself is `simulate`, in `cli/loop.py`)."""
+"""`reloop simulate --closed-loop`: rendering what each arm's users clicked, world by world and
+across worlds (the command itself is `simulate`, in `cli/loop.py`)."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
-from reloop_cli.cli.common import _clean, _train_overrides, emit_json, fmt, out, run_stage
-from reloop_cli.cli.loop import _interval
-from reloop_cli.runtime.progress import note
+from reloop_cli.cli.common import fmt, out
 
 
-def simulate_closed_loop(
-    ws, spec_path, files, days, arms, seeds, world_seeds, settings, as_json, alpha, model
-) -> None:
-    """`simulate --closed-loop`: the loop served by each arm's own model, in simulated worlds."""
-    from reloop_cli.errors import BadInput
-    from reloop_cli.experiments.closed_loop import ClosedLoopConfig, run_closed_loop
-    from reloop_cli.experiments.online import across_worlds
-    from reloop_cli.experiments.simulate import parse_arms
-    from reloop_cli.operations.report import save_closed_loop, write_report
-    from reloop_cli.runtime.resources import bundled
-    from reloop_cli.spec.pipeline import load_spec
-
-    def action():
-        if files or seeds != 1:
-            raise BadInput(
-                "--closed-loop makes its own worlds: no FILES, no --seeds (use --world-seeds)"
-            )
-        chosen = parse_arms(arms)
-        spec = load_spec(spec_path or bundled("pipelines/sample.toml"))
-        spec = _train_overrides(spec, None, alpha, model, None, None, None)
-        results = []
-        with ws.lock():
-            for world in range(world_seeds or 1):
-                config = ClosedLoopConfig(days=days, world=world, **settings)
-                results.append(run_closed_loop(ws, spec, chosen, config, on_step=note))
-            payload = {"worlds": [r.to_dict() for r in results], "summary": across_worlds(results)}
-            save_closed_loop(ws, _clean(payload))
-            return results, payload, write_report(ws)
-
-    results, payload, report = run_stage(action)
-    if as_json:
-        emit_json(payload)
-        return
+def render_closed_loop_worlds(results, payload: dict) -> None:
+    """Each world's table, then (with more than one) what holds across them."""
     for result in results:
         render_closed_loop(result)
     if len(results) > 1:
         render_worlds(payload["summary"], results[0].baseline)
-    out.print(f"report: {report}")
 
 
 def render_closed_loop(result) -> None:
     """Per day: online CTR of each arm, the oracle and random; then each arm against bce."""
     from reloop_cli.evaluation import statistics
+    from reloop_cli.evaluation.statistics import format_interval
 
     title = (
         f"world {result.config.world}, {result.config.mode}: online CTR of the served impressions "
@@ -91,13 +58,15 @@ def render_closed_loop(result) -> None:
     for arm in result.lifts:
         pooled = result.pooled(arm)
         out.print(
-            f"{arm} vs {result.baseline}: online CTR {_interval(pooled, signed=True)} "
+            f"{arm} vs {result.baseline}: online CTR {format_interval(pooled, signed=True)} "
             f"({statistics.verdict(pooled)})"
         )
 
 
 def render_worlds(summary: dict, baseline: str) -> None:
     """What holds across worlds."""
+    from reloop_cli.evaluation.statistics import format_interval
+
     table = Table(title=f"across worlds {summary['worlds']}: mean [95% CI, t]")
     for column in ("policy", "online CTR", "expected CTR", "exposure Gini"):
         table.add_column(column, justify="left" if column == "policy" else "right")
@@ -105,7 +74,7 @@ def render_worlds(summary: dict, baseline: str) -> None:
         ctr = entry["ctr"]
         table.add_row(
             policy,
-            f"{ctr['value']:.4f} [{ctr['low']:.4f}, {ctr['high']:.4f}]",
+            format_interval(ctr),
             fmt(entry["expected_ctr"]["value"]),
             fmt(entry["gini"]["value"], 3),
         )
@@ -113,8 +82,8 @@ def render_worlds(summary: dict, baseline: str) -> None:
     for arm, entry in summary["lifts"].items():
         lift, worlds = entry["ctr"], entry["worlds"]
         out.print(
-            f"{arm} vs {baseline}: online CTR {lift['value']:+.4f} [{lift['low']:+.4f}, "
-            f"{lift['high']:+.4f}], {entry['verdict']}; worlds better / worse / n.s.: "
+            f"{arm} vs {baseline}: online CTR {format_interval(lift, signed=True)}, "
+            f"{entry['verdict']}; worlds better / worse / n.s.: "
             f"{worlds['better']} / {worlds['worse']} / {worlds['no_difference']}"
         )
     trained = summary["ope"]["trained_logging"]
@@ -122,6 +91,6 @@ def render_worlds(summary: dict, baseline: str) -> None:
         error = trained["mean_error"]
         out.print(
             f"off-policy (SNIPS) CTR error over {trained['arm_days']} arm-days: mean "
-            f"{error['value']:+.4f} [{error['low']:+.4f}, {error['high']:+.4f}], mean absolute "
+            f"{format_interval(error, signed=True)}, mean absolute "
             f"{trained['mean_absolute_error']:.4f}"
         )

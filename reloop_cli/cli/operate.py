@@ -68,7 +68,7 @@ def run_command(
     Example (cron): reloop run --spec pipelines/sample.toml --logs /data/clicks/ -w /srv/reloop
     """
     from reloop_cli.errors import EXIT_GATE_REFUSED, EXIT_INCONCLUSIVE
-    from reloop_cli.operations.cycle import plan_cycle, run_cycle
+    from reloop_cli.operations.cycle import CycleOutcome, plan_cycle, run_cycle
     from reloop_cli.operations.report import write_report
     from reloop_cli.spec.pipeline import load_spec
     from reloop_cli.store.registry import Registry
@@ -105,10 +105,12 @@ def run_command(
         emit_json(result.to_dict())
     else:
         out.print(_cycle_summary(result))
-    if result.outcome == "rejected":
-        raise typer.Exit(EXIT_GATE_REFUSED)
-    if result.outcome == "inconclusive":
-        raise typer.Exit(EXIT_INCONCLUSIVE)
+    exit_codes = {
+        CycleOutcome.REJECTED: EXIT_GATE_REFUSED,
+        CycleOutcome.INCONCLUSIVE: EXIT_INCONCLUSIVE,
+    }
+    if result.outcome in exit_codes:
+        raise typer.Exit(exit_codes[result.outcome])
 
 
 def _late_summary(result) -> str:
@@ -129,43 +131,43 @@ def _cycle_summary(result) -> str:
 
 
 def _cycle_outcome(result) -> str:
-    if result.outcome == "dry-run":
+    from reloop_cli.evaluation.statistics import format_interval
+    from reloop_cli.operations.cycle import CycleOutcome
+
+    if result.outcome == CycleOutcome.DRY_RUN:
         files = "".join(f"\n    {name}" for name in result.new_files)
         steps = "".join(f"\n  - {step}" for step in result.plan)
         return f"dry run for {result.day} (nothing written):{steps}{files}"
-    if result.outcome == "nothing-new":
+    if result.outcome == CycleOutcome.NOTHING_NEW:
         return (
             f"nothing new: {result.day} already has v{result.candidate}; "
             f"live is v{result.live_after}"
         )
-    gate = result.gate or {}
-    cand = gate.get("candidate", {})
+    gate, candidate = result.gate, result.gate.candidate
     text = (
-        f"{result.day}: candidate v{result.candidate} on {cand.get('rows', 0):,} holdout rows "
-        f"({cand.get('clicks', 0):,} clicks): AUC {fmt(cand.get('auc'))}, "
-        f"Logloss {fmt(cand.get('logloss'))}"
+        f"{result.day}: candidate v{result.candidate} on {candidate.rows:,} holdout rows "
+        f"({candidate.clicks:,} clicks): AUC {fmt(candidate.auc)}, "
+        f"Logloss {fmt(candidate.logloss)}"
     )
-    difference = gate.get("difference")
-    if difference:
-        level = f"{gate['rule']['confidence']:.0%}"
-        auc, logloss = difference["auc"], difference["logloss"]
+    if gate.difference:
         text += (
-            f"; minus live v{result.live_before}: AUC {auc['value']:+.4f} "
-            f"[{auc['low']:+.4f}, {auc['high']:+.4f}], Logloss {logloss['value']:+.4f} "
-            f"[{logloss['low']:+.4f}, {logloss['high']:+.4f}] ({level} intervals)"
+            f"; minus live v{result.live_before}: AUC "
+            f"{format_interval(gate.difference.auc, signed=True)}, Logloss "
+            f"{format_interval(gate.difference.logloss, signed=True)} "
+            f"({gate.rule.confidence:.0%} intervals)"
         )
-    elif gate.get("first_version"):
+    elif gate.first_version:
         text += " (first version: absolute thresholds only)"
-    rule = gate.get("rule", {})
+    reasons = "; ".join(gate.reasons)
     verdict = {
-        "promoted": "promoted" + (" (FORCED past the gate)" if gate.get("forced") else ""),
-        "rejected": "rejected: " + "; ".join(gate.get("reasons", [])),
-        "inconclusive": "inconclusive, live keeps serving: " + "; ".join(gate.get("reasons", [])),
+        CycleOutcome.PROMOTED: "promoted" + (" (FORCED past the gate)" if gate.forced else ""),
+        CycleOutcome.REJECTED: f"rejected: {reasons}",
+        CycleOutcome.INCONCLUSIVE: f"inconclusive, live keeps serving: {reasons}",
     }[result.outcome]
-    if result.outcome == "promoted" and difference and not gate.get("forced"):
+    if result.outcome == CycleOutcome.PROMOTED and gate.difference and not gate.forced:
         verdict += (
-            f" (not worse than live by more than {rule['max_auc_drop']} AUC / "
-            f"{rule['max_logloss_rise']} Logloss at {rule['confidence']:.0%})"
+            f" (not worse than live by more than {gate.rule.max_auc_drop} AUC / "
+            f"{gate.rule.max_logloss_rise} Logloss at {gate.rule.confidence:.0%})"
         )
     return f"{text} -> {verdict}"
 

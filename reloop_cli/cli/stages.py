@@ -16,7 +16,6 @@ from reloop_cli.cli.common import (
     JsonOpt,
     SpecOpt,
     WorkspaceOpt,
-    _spec_for,
     _train_overrides,
     app,
     emit_json,
@@ -182,9 +181,10 @@ def train(
     (the same as: torchrun --nproc_per_node 2 -m reloop_cli train --day 2024-01-03)
     """
     from reloop_cli.store.registry import Registry
+    from reloop_cli.store.stored_spec import spec_for
     from reloop_cli.training import distributed
     from reloop_cli.training.fitting import resolve_device
-    from reloop_cli.training.train import train_version
+    from reloop_cli.training.train import Lineage, train_version
 
     if nproc > 1 and not distributed.is_distributed():
         raise typer.Exit(_launch_torchrun(nproc))
@@ -192,16 +192,15 @@ def train(
 
     def action():
         spec = _train_overrides(
-            _spec_for(ws, spec_path), loss, alpha, model, epochs, seed, warm_start
+            spec_for(ws, spec_path), loss, alpha, model, epochs, seed, warm_start
         ).override("train", device=device)
         resolve_device(spec.train.device)  # before the registry or anything else is written
         # Under torchrun only rank 0 holds the lock and writes; the others train their shard.
         lock = ws.lock() if distributed.is_main() else contextlib.nullcontext()
         try:
             with lock, Registry(ws) as registry:
-                result = train_version(
-                    ws, registry, spec, day, chain=chain, parent=parent, promote=promote
-                )
+                lineage = Lineage(chain=chain, parent=parent, promote=promote)
+                result = train_version(ws, registry, spec, day, lineage)
         except BaseException:
             distributed.shutdown(wait=False)
             raise
@@ -291,7 +290,7 @@ def evaluate(
     if as_json:
         emit_json(result.to_dict())
         return
-    m = result.metrics
+    m = result.metrics.to_dict()
     table = Table("metric", f"v{version}", *(["oracle"] if result.oracle else []), title=f"{day}")
     oracle = result.oracle or {}
     table.add_row(
@@ -326,6 +325,8 @@ def _print_offpolicy(estimates: dict | None, names: dict[str, str]) -> None:
     """Where the day has logged slates: each version's online CTR, estimated off-policy."""
     if not estimates:
         return
+    from reloop_cli.evaluation.statistics import format_interval
+
     observed = estimates["logging_ctr"]
     out.print(
         f"online CTR, estimated from the day's logged slates (policy {estimates['policy']['kind']}"
@@ -334,7 +335,7 @@ def _print_offpolicy(estimates: dict | None, names: dict[str, str]) -> None:
     for key, name in names.items():
         snips, ips = estimates[key]["snips_ctr"], estimates[key]["ips_ctr"]
         out.print(
-            f"  {name}: SNIPS {snips['value']:.4f} [{snips['low']:.4f}, {snips['high']:.4f}], "
+            f"  {name}: SNIPS {format_interval(snips)}, "
             f"IPS {ips['value']:.4f}; effective requests "
             f"{estimates[key]['effective_requests']:,.0f} of {estimates[key]['requests']:,}"
         )
@@ -369,6 +370,8 @@ def compare(
     if as_json:
         emit_json(result.to_dict())
         return
+    from reloop_cli.evaluation.statistics import format_interval
+
     level = f"{confidence:.0%}"
     diff, verdicts = result.difference, result.verdicts()
     table = Table(
@@ -383,9 +386,9 @@ def compare(
         estimate = getattr(diff, key)
         table.add_row(
             name,
-            fmt(result.metrics_a[key]),
-            fmt(result.metrics_b[key]),
-            f"{estimate.value:+.4f} [{estimate.low:+.4f}, {estimate.high:+.4f}]",
+            fmt(getattr(result.metrics_a, key)),
+            fmt(getattr(result.metrics_b, key)),
+            format_interval(estimate, signed=True),
             f"{estimate.p_value:.2g}",
         )
     out.print(table)

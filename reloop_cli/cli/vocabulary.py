@@ -12,7 +12,6 @@ from reloop_cli.cli.common import (
     JsonOpt,
     SpecOpt,
     WorkspaceOpt,
-    _spec_for,
     app,
     emit_json,
     out,
@@ -49,6 +48,7 @@ def revisits_command(
     """
     from reloop_cli.errors import BadInput
     from reloop_cli.features.revisits import revisits
+    from reloop_cli.store.stored_spec import spec_for
 
     ws = Workspace(workspace)
 
@@ -57,7 +57,7 @@ def revisits_command(
             chosen = [int(n) for n in horizons.split(",") if n.strip()]
         except ValueError:
             raise BadInput(f"--horizons {horizons!r}: give whole days, e.g. 14,28") from None
-        return revisits(ws, _spec_for(ws, spec_path), day, chosen, lookback)
+        return revisits(ws, spec_for(ws, spec_path), day, chosen, lookback)
 
     report = run_stage(action)
     if as_json:

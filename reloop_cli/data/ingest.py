@@ -26,6 +26,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
+from joblib import Parallel, delayed
 
 from reloop_cli.columns import (
     DAY,
@@ -40,7 +41,7 @@ from reloop_cli.columns import (
 )
 from reloop_cli.data import timestamps
 from reloop_cli.data.inputs import InputFile, expand
-from reloop_cli.data.manifest import file_digest, ingested_before, manifest_path
+from reloop_cli.data.manifest import file_digest, ingested_before
 from reloop_cli.data.readers import ROW, read_raw
 from reloop_cli.errors import BadInput
 from reloop_cli.runtime import progress
@@ -151,7 +152,7 @@ def _normalise(
         frame, reading = timestamps.date_rows(frame, data, today)
         problem = pl.col(timestamps.PROBLEM)
         checks.append((problem.is_not_null(), problem))
-        columns += [pl.col(timestamps.TS).alias(TS), pl.col(timestamps.DAY).alias("day")]
+        columns += [pl.col(timestamps.TS).alias(TS), pl.col(timestamps.DAY).alias(DAY)]
         note = f"time column '{data.time_column}': {reading}"
     if data.pctr:  # missing is allowed: traffic served without a model (ỹ_last: none)
         pctr = _as_float(data.pctr)
@@ -183,10 +184,10 @@ def _normalise(
 def _assign_days(frame: pl.DataFrame, data: DataSpec, days: int | None, start: str) -> pl.DataFrame:
     """Calendar day from the time column, or `days` pseudo-days in row order."""
     if data.time_column:
-        return frame.with_columns(pl.col("day").fill_null("unknown"))
+        return frame.with_columns(pl.col(DAY).fill_null("unknown"))
     n_days = days or 1
     first = date.fromisoformat(start)
-    names = pl.Series("day", [(first + timedelta(days=i)).isoformat() for i in range(n_days)])
+    names = pl.Series(DAY, [(first + timedelta(days=i)).isoformat() for i in range(n_days)])
     position = pl.Series(range(frame.height), dtype=pl.Int64) * n_days // frame.height
     return frame.with_columns(names.gather(position))
 
@@ -261,9 +262,9 @@ class _StagedBatch:
 
 def _late_rows(good: pl.DataFrame, newest: str | None) -> pl.Expr | None:
     """Rows dated on or before the newest day the workspace held when the ingest began."""
-    if newest is None or "day" not in good.columns:
+    if newest is None or DAY not in good.columns:
         return None
-    return pl.col("day") <= newest
+    return pl.col(DAY) <= newest
 
 
 def _stage_batch(
@@ -285,25 +286,25 @@ def _stage_batch(
     is_late = _late_rows(good, newest) if spec.data.time_column else None
     if is_late is not None:
         late = good.filter(is_late)
-        late_rows = dict(late.group_by("day").len().sort("day").iter_rows())
+        late_rows = dict(late.group_by(DAY).len().sort(DAY).iter_rows())
         if spec.data.late_rows == "reject" and late.height:
             reason = pl.format(
                 'late: day {} was ingested before this file (data.late_rows = "reject")',
-                pl.col("day"),
+                pl.col(DAY),
             )
             bad = pl.concat([bad, late.with_columns(reason.alias(REJECT_REASON))], how="vertical")
             good = good.filter(~is_late)
     good = good.drop(REJECT_REASON, "_file", ROW)
     moves, rows_per_day = [], {}
-    for (day,), part in good.partition_by("day", as_dict=True, maintain_order=True).items():
+    for (day,), part in good.partition_by(DAY, as_dict=True, maintain_order=True).items():
         staged = staging / key / f"logs-{day}.parquet"
-        ws.write_parquet(part.drop("day"), staged)
+        ws.write_parquet(part.drop(DAY), staged)
         moves.append((staged, ws.log_dir(day) / f"part-{key}.parquet"))
         rows_per_day[day] = part.height
-    for (day,), part in bad.partition_by("day", as_dict=True, maintain_order=True).items():
+    for (day,), part in bad.partition_by(DAY, as_dict=True, maintain_order=True).items():
         staged = staging / key / f"rejects-{day}.parquet"
         ws.write_parquet(part.rename({"_file": "source_file", ROW: "source_row"}), staged)
-        moves.append((staged, ws.rejects / f"day={day}" / f"part-{key}.parquet"))
+        moves.append((staged, ws.reject_dir(day) / f"part-{key}.parquet"))
     files = sorted(set(batch["_file"]))
     return _StagedBatch(key, files, moves, rows_per_day, good.height, bad.height, late_rows, notes)
 
@@ -330,21 +331,21 @@ def _commit_batch(ws: Workspace, batch: _StagedBatch, result: IngestResult) -> N
         "late_rows": batch.late_rows,
         "late_policy": result.late_policy,
     }
-    ws.write_json(manifest, manifest_path(ws, batch.key))
+    ws.write_json(manifest, ws.manifest_path(batch.key))
 
 
 def _check_request(spec: Spec, days: int | None, start: str, jobs: int) -> None:
     if jobs < 1:
-        raise BadInput(f"--jobs: {jobs} must be >= 1")
+        raise BadInput(f"jobs: {jobs} must be >= 1")
     for name in (*spec.data.feature_fields,):
         if name in RESERVED:
             raise BadInput(f"{spec.source}: field name '{name}' is reserved; rename it in the spec")
     if days is not None and days < 1:
-        raise BadInput(f"--days: {days} must be >= 1")
+        raise BadInput(f"days: {days} must be >= 1")
     try:
         date.fromisoformat(start)
     except ValueError:
-        raise BadInput(f"--start-date: '{start}' is not a YYYY-MM-DD date") from None
+        raise BadInput(f"start_date: '{start}' is not a YYYY-MM-DD date") from None
 
 
 def ingest(
@@ -389,8 +390,6 @@ def ingest(
     staging = ws.staging_dir(ws.logs)
     try:
         if jobs > 1 and len(pending) > 1:
-            from joblib import Parallel, delayed
-
             staged = Parallel(n_jobs=jobs)(
                 delayed(_stage_batch)(ws, staging, key, group, spec, days, start, newest)
                 for key, group in pending

@@ -63,21 +63,17 @@ def _legacy_key(digests: list[str], spec: Spec, days: int | None, start: str) ->
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def manifest_path(ws: Workspace, key: str) -> Path:
-    return ws.logs / "_manifest" / f"{key}.json"
-
-
 def ingested_before(
     ws: Workspace, spec: Spec, group: list[InputFile], days: int | None, start: str
 ) -> tuple[str, bool]:
     """The batch's key, and whether it (or, under reloop 0.1's key, its files) is in already."""
     digests = [file_digest(f.path) for f in group]
     key = _batch_key([f.identity(d) for f, d in zip(group, digests, strict=True)], days, start)
-    if manifest_path(ws, key).exists():
+    if ws.manifest_path(key).exists():
         return key, True
     legacy = (
         not any(f.partition for f in group)
-        and manifest_path(ws, _legacy_key(digests, spec, days, start)).exists()
+        and ws.manifest_path(_legacy_key(digests, spec, days, start)).exists()
     )
     return key, legacy
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from reloop_cli.columns import IMPRESSION_ID, LABEL
+from reloop_cli.columns import IMPRESSION_ID, LABEL, PCTR
 from reloop_cli.errors import BadInput
 from reloop_cli.evaluation import statistics
-from reloop_cli.evaluation.metrics import summarise
+from reloop_cli.evaluation.metrics import DayMetrics, summarise
+from reloop_cli.evaluation.slates import LoggedDay, has_slates
 from reloop_cli.store.workspace import Workspace
 from reloop_cli.versions.score import score_day
 
@@ -28,8 +29,8 @@ class Comparison:
     a: int
     b: int
     day: str
-    metrics_a: dict
-    metrics_b: dict
+    metrics_a: DayMetrics
+    metrics_b: DayMetrics
     difference: statistics.Paired
     offpolicy: dict | None = None  # where the day has logged slates: each version's online CTR
 
@@ -51,8 +52,8 @@ class Comparison:
             "a": self.a,
             "b": self.b,
             "day": self.day,
-            "metrics_a": self.metrics_a,
-            "metrics_b": self.metrics_b,
+            "metrics_a": self.metrics_a.to_dict(),
+            "metrics_b": self.metrics_b.to_dict(),
             "difference": self.difference.to_dict(),
             "detectable_auc_difference": self.detectable_auc_difference,
             "verdict": self.verdicts(),
@@ -64,7 +65,7 @@ def scores_side_by_side(ws: Workspace, versions: dict[str, int], day: str) -> pl
     """The day's labels with one pCTR column per name, on the rows every version scored."""
     joined = ws.scan_logs([day]).select(IMPRESSION_ID, LABEL)
     for name, version in versions.items():
-        scores = ws.scan_scores(version, day).select(IMPRESSION_ID, pl.col("pctr").alias(name))
+        scores = ws.scan_scores(version, day).select(IMPRESSION_ID, pl.col(PCTR).alias(name))
         joined = joined.join(scores, on=IMPRESSION_ID, how="inner", maintain_order="left")
     return joined.collect()
 
@@ -110,8 +111,6 @@ def compare_versions(
 def offpolicy_ctr(ws: Workspace, day: str, versions: dict[str, int]) -> dict | None:
     """Each version's online CTR estimated from the day's logged slates (IPS and SNIPS), and
     the logging policy's observed CTR; None where the day has no slates."""
-    from reloop_cli.evaluation.slates import LoggedDay, has_slates
-
     if not has_slates(ws, day):
         return None
     logged = LoggedDay(ws, day)

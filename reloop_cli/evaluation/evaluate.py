@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from reloop_cli.columns import IMPRESSION_ID, LABEL, ORACLE
-from reloop_cli.evaluation.metrics import calibration_buckets, summarise
+from reloop_cli.columns import IMPRESSION_ID, LABEL, ORACLE, PCTR
+from reloop_cli.evaluation.compare import offpolicy_ctr
+from reloop_cli.evaluation.metrics import DayMetrics, calibration_buckets, summarise
 from reloop_cli.store.registry import Registry
 from reloop_cli.store.workspace import Workspace
 from reloop_cli.versions.score import score_day
@@ -22,7 +23,7 @@ from reloop_cli.versions.score import score_day
 class EvalResult:
     version: int
     day: str
-    metrics: dict[str, float]
+    metrics: DayMetrics
     oracle: dict[str, float] | None = None
     calibration: list[dict] = field(default_factory=list)
     offpolicy: dict | None = None  # the version's online CTR from the day's logged slates
@@ -54,16 +55,14 @@ def evaluate_day(
     joined = labelled_scores(ws, version, day)
     has_oracle = ORACLE in joined.columns
     label = joined[LABEL].cast(pl.Float64).to_numpy()
-    pctr = joined["pctr"].cast(pl.Float64).to_numpy()
+    pctr = joined[PCTR].cast(pl.Float64).to_numpy()
     metrics = summarise(label, pctr)
     oracle = None
     if has_oracle and joined[ORACLE].null_count() == 0:
         oracle_summary = summarise(label, joined[ORACLE].to_numpy())
-        oracle = {"auc": oracle_summary["auc"], "logloss": oracle_summary["logloss"]}
-    registry.record_metrics(version, day, {**metrics, "oracle": oracle})
+        oracle = {"auc": oracle_summary.auc, "logloss": oracle_summary.logloss}
+    registry.record_metrics(version, day, {**metrics.to_dict(), "oracle": oracle})
     estimate = None
     if with_offpolicy:
-        from reloop_cli.evaluation.compare import offpolicy_ctr
-
         estimate = offpolicy_ctr(ws, day, {"version": version})
     return EvalResult(version, day, metrics, oracle, calibration_buckets(label, pctr), estimate)

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 from reloop_cli.evaluation import statistics
-
-LOGLOSS_EPS = 1e-7
 
 
 def auc(label: np.ndarray, score: np.ndarray) -> float:
@@ -27,10 +27,9 @@ def auc(label: np.ndarray, score: np.ndarray) -> float:
 
 
 def logloss(label: np.ndarray, prob: np.ndarray) -> float:
-    """Mean binary cross-entropy, with predictions clipped to [eps, 1 - eps]."""
-    label = np.asarray(label, dtype=np.float64)
-    prob = np.clip(np.asarray(prob, dtype=np.float64), LOGLOSS_EPS, 1 - LOGLOSS_EPS)
-    return float(-np.mean(label * np.log(prob) + (1 - label) * np.log(1 - prob)))
+    """Mean binary cross-entropy (the mean of `statistics.row_losses`, predictions clipped to
+    [eps, 1 - eps])."""
+    return float(np.mean(statistics.row_losses(label, prob)))
 
 
 def calibration_buckets(label: np.ndarray, prob: np.ndarray, buckets: int = 10) -> list[dict]:
@@ -59,43 +58,66 @@ def gini(counts: np.ndarray) -> float:
     return float((2 * ranks - values.size - 1).dot(values) / (values.size * values.sum()))
 
 
-def summarise(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
-    """The numbers a CTR team reads for one day: AUC and Logloss with their 95% intervals,
-    counts, calibration, and the smallest AUC difference between two versions these rows could
-    detect (95% confidence, 80% power, if the two versions' errors were unrelated; a parent and
-    its child are correlated and a paired test detects less)."""
+@dataclass(frozen=True)
+class DayMetrics:
+    """The numbers a CTR team reads for one day of one version: AUC and Logloss with their 95%
+    intervals, counts, calibration (mean pCTR / CTR, and the expected calibration error over
+    equal-count buckets), and the smallest AUC difference these rows could detect between two
+    versions whose errors were unrelated (95% confidence, 80% power; a parent and its child are
+    correlated and a paired test detects less)."""
 
+    auc: float
+    auc_low: float
+    auc_high: float
+    auc_se: float
+    logloss: float
+    logloss_low: float
+    logloss_high: float
+    detectable_auc_difference: float
+    rows: int
+    clicks: int
+    ctr: float
+    mean_pctr: float
+    calibration: float
+    ece: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def summarise(label: np.ndarray, prob: np.ndarray) -> DayMetrics:
+    """`DayMetrics` of predictions `prob` against the labels."""
     label = np.asarray(label, dtype=np.float64)
     prob = np.asarray(prob, dtype=np.float64)
-    ctr = float(label.mean()) if label.size else float("nan")
-    mean_pctr = float(prob.mean()) if prob.size else float("nan")
+    nan = float("nan")
+    ctr = float(label.mean()) if label.size else nan
+    mean_pctr = float(prob.mean()) if prob.size else nan
     buckets = calibration_buckets(label, prob) if label.size else []
-    # Expected calibration error over the equal-count buckets, weighted by rows.
     ece = (
         sum(b["rows"] * abs(b["mean_pctr"] - b["ctr"]) for b in buckets) / label.size
         if label.size
-        else float("nan")
+        else nan
     )
     auc_interval = statistics.auc_estimate(label, prob) if label.size else None
     logloss_interval = statistics.logloss_estimate(label, prob) if label.size else None
-    nan = float("nan")
-    return {
-        "auc": auc(label, prob),
-        "auc_low": auc_interval.low if auc_interval else nan,
-        "auc_high": auc_interval.high if auc_interval else nan,
-        "auc_se": auc_interval.se if auc_interval else nan,
-        "logloss": logloss(label, prob),
-        "logloss_low": logloss_interval.low if logloss_interval else nan,
-        "logloss_high": logloss_interval.high if logloss_interval else nan,
-        "detectable_auc_difference": (
-            statistics.detectable_difference(statistics.unpaired_difference_se(auc_interval.se))
-            if auc_interval
-            else nan
-        ),
-        "rows": int(label.size),
-        "clicks": int(label.sum()),
-        "ctr": ctr,
-        "mean_pctr": mean_pctr,
-        "calibration": mean_pctr / ctr if ctr > 0 else float("nan"),
-        "ece": float(ece),
-    }
+    detectable = (
+        statistics.detectable_difference(statistics.unpaired_difference_se(auc_interval.se))
+        if auc_interval
+        else nan
+    )
+    return DayMetrics(
+        auc=auc(label, prob),
+        auc_low=auc_interval.low if auc_interval else nan,
+        auc_high=auc_interval.high if auc_interval else nan,
+        auc_se=auc_interval.se if auc_interval else nan,
+        logloss=logloss(label, prob),
+        logloss_low=logloss_interval.low if logloss_interval else nan,
+        logloss_high=logloss_interval.high if logloss_interval else nan,
+        detectable_auc_difference=detectable,
+        rows=int(label.size),
+        clicks=int(label.sum()),
+        ctr=ctr,
+        mean_pctr=mean_pctr,
+        calibration=mean_pctr / ctr if ctr > 0 else nan,
+        ece=float(ece),
+    )

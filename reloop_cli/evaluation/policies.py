@@ -36,13 +36,13 @@ class Policy:
 
     def validate(self, candidates: int) -> Policy:
         if self.kind not in KINDS:
-            raise BadInput(f"--policy: '{self.kind}' is not one of {', '.join(KINDS)}")
+            raise BadInput(f"policy: '{self.kind}' is not one of {', '.join(KINDS)}")
         if not 0 <= self.epsilon <= 1:
-            raise BadInput(f"--epsilon: {self.epsilon} is not in [0, 1]")
+            raise BadInput(f"epsilon: {self.epsilon} is not in [0, 1]")
         if self.temperature <= 0:
-            raise BadInput(f"--temperature: {self.temperature} must be > 0")
+            raise BadInput(f"temperature: {self.temperature} must be > 0")
         if not 1 <= self.slots <= candidates:
-            raise BadInput(f"--slots: {self.slots} must be in 1..{candidates} (the candidates)")
+            raise BadInput(f"slots: {self.slots} must be in 1..{candidates} (the candidates)")
         return self
 
 

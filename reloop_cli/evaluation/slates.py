@@ -18,26 +18,20 @@ import json
 import numpy as np
 import polars as pl
 
-from reloop_cli.columns import LABEL, PROPENSITY, REQUEST_ID
+from reloop_cli.columns import IMPRESSION_ID, LABEL, PCTR, PROPENSITY, REQUEST_ID
 from reloop_cli.errors import BadInput
 from reloop_cli.evaluation import offpolicy, policies, statistics
 from reloop_cli.store.workspace import Workspace
 from reloop_cli.versions.checkpoint import load_version
 from reloop_cli.versions.score import predict_frame
 
-POLICY_FILE = "policy.json"
-
-
-def slates_root(ws: Workspace):
-    return ws.root / "slates"
-
 
 def has_slates(ws: Workspace, day: str) -> bool:
-    return any((slates_root(ws) / f"day={day}").glob("*.parquet"))
+    return any(ws.slate_dir(day).glob("*.parquet"))
 
 
 def logging_policy(ws: Workspace) -> policies.Policy:
-    path = slates_root(ws) / POLICY_FILE
+    path = ws.slate_policy_path
     if not path.exists():
         raise BadInput(f"{path}: no logging policy recorded; off-policy evaluation needs it")
     return policies.Policy(**json.loads(path.read_text(encoding="utf-8")))
@@ -51,7 +45,7 @@ class LoggedDay:
         if not has_slates(ws, day):
             raise BadInput(f"{ws.root}: no logged slates for {day} (slates/day={day}/)")
         self.policy = logging_policy(ws)
-        slates = pl.read_parquet(slates_root(ws) / f"day={day}" / "*.parquet")
+        slates = pl.read_parquet(ws.slate_dir(day) / "*.parquet")
         if requests is not None:
             slates = slates.filter(pl.col(REQUEST_ID).is_in(list(requests)))
         self.rows = slates.sort(REQUEST_ID, "candidate")
@@ -81,10 +75,10 @@ class LoggedDay:
     def scores(self, ws: Workspace, version: int) -> np.ndarray:
         """[requests, candidates] pCTR of a version on every candidate."""
         rows = self.rows.with_columns(
-            pl.format("{}:{}", pl.col(REQUEST_ID), pl.col("candidate")).alias("impression_id")
+            pl.format("{}:{}", pl.col(REQUEST_ID), pl.col("candidate")).alias(IMPRESSION_ID)
         )
         scored = predict_frame(load_version(ws, version), ws, rows.lazy())
-        return scored["pctr"].to_numpy().astype(np.float64).reshape(self.requests, self.candidates)
+        return scored[PCTR].to_numpy().astype(np.float64).reshape(self.requests, self.candidates)
 
     def estimate(
         self, ws: Workspace, version: int, clip: float = offpolicy.DEFAULT_CLIP

@@ -16,6 +16,7 @@ Every interval is two-sided at `confidence` (0.95 unless said); p-values are two
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 POWER = 0.8  # for the smallest detectable difference
+LOGLOSS_EPS = 1e-7  # predictions are clipped to [eps, 1 - eps] before the log
 
 
 def _z(confidence: float) -> float:
@@ -48,6 +50,30 @@ class Estimate:
         return self.low > 0 or self.high < 0
 
 
+def format_interval(
+    estimate: Estimate | Mapping[str, float], *, signed: bool = False, digits: int = 4
+) -> str:
+    """'0.7434 [0.7327, 0.7541]', or '+0.0012 [-0.0031, +0.0055]' with `signed`: the one way the
+    tables, the report and the gate print an estimate with its interval (an `Estimate`, or one
+    read back from JSON as a dict)."""
+    if isinstance(estimate, Estimate):
+        value, low, high = estimate.value, estimate.low, estimate.high
+    else:
+        value, low, high = estimate["value"], estimate["low"], estimate["high"]
+    sign = "+" if signed else ""
+    return f"{value:{sign}.{digits}f} [{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
+
+
+def two_sided_p(value: float, se: float, df: int | None = None) -> float:
+    """The two-sided p-value of "the true value is 0" for an estimate and its standard error:
+    normal, or Student's t with `df` degrees of freedom. With no spread (se 0) the data decide
+    outright: 1 when the estimate is 0, else 0."""
+    if not se > 0:
+        return 1.0 if value == 0 else 0.0
+    distribution = stats.norm if df is None else stats.t(df)
+    return float(2 * distribution.sf(abs(value) / se))
+
+
 def normal_estimate(
     value: float,
     se: float,
@@ -58,11 +84,7 @@ def normal_estimate(
     """value ± z·se, clipped to `bounds`; with `test`, the p-value of value = 0."""
     half = _z(confidence) * se
     low, high = max(bounds[0], value - half), min(bounds[1], value + half)
-    p_value = None
-    if test:
-        p_value = (
-            float(2 * stats.norm.sf(abs(value) / se)) if se > 0 else (1.0 if value == 0 else 0.0)
-        )
+    p_value = two_sided_p(value, se) if test else None
     return Estimate(float(value), float(se), float(low), float(high), p_value, confidence)
 
 
@@ -97,7 +119,7 @@ def auc_estimate(label: np.ndarray, score: np.ndarray, confidence: float = CONFI
     return normal_estimate(aucs[0], math.sqrt(max(cov[0, 0], 0.0)), confidence, (0.0, 1.0))
 
 
-def row_losses(label: np.ndarray, prob: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+def row_losses(label: np.ndarray, prob: np.ndarray, eps: float = LOGLOSS_EPS) -> np.ndarray:
     """Per-row binary cross-entropy (the terms whose mean is the Logloss)."""
     label = np.asarray(label, dtype=np.float64)
     prob = np.clip(np.asarray(prob, dtype=np.float64), eps, 1 - eps)
@@ -174,11 +196,7 @@ def across_repeats(values: list[float], confidence: float = CONFIDENCE) -> Estim
     se = float(data.std(ddof=1) / math.sqrt(data.size))
     quantile = float(stats.t.ppf(0.5 + confidence / 2, df=data.size - 1))
     mean = float(data.mean())
-    p_value = (
-        float(2 * stats.t.sf(abs(mean) / se, df=data.size - 1))
-        if se > 0
-        else (1.0 if mean == 0 else 0.0)
-    )
+    p_value = two_sided_p(mean, se, df=data.size - 1)
     return Estimate(mean, se, mean - quantile * se, mean + quantile * se, p_value, confidence)
 
 
@@ -213,19 +231,11 @@ def verdict(difference: Estimate, higher_is_better: bool = True) -> str:
 
 
 def proportion_estimate(successes: int, trials: int, confidence: float = CONFIDENCE) -> Estimate:
-    """A rate (a CTR) with Wilson's score interval, which stays inside [0, 1] and is accurate
-    for the small counts of a day's clicks."""
+    """A rate (a CTR) with Wilson's score interval (scipy's), which stays inside [0, 1] and is
+    accurate for the small counts of a day's clicks."""
     if trials == 0:
         return Estimate(math.nan, math.nan, math.nan, math.nan)
-    z = _z(confidence)
     rate = successes / trials
-    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = (
-        z
-        * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials))
-        / (1 + z * z / trials)
-    )
+    interval = stats.binomtest(successes, trials).proportion_ci(confidence, method="wilson")
     se = math.sqrt(rate * (1 - rate) / trials)
-    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the edges
-    high = 1.0 if successes == trials else min(1.0, centre + half)
-    return Estimate(rate, se, low, high, None, confidence)
+    return Estimate(rate, se, float(interval.low), float(interval.high), None, confidence)

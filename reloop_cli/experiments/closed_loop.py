@@ -34,11 +34,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import polars as pl
 
+from reloop_cli.columns import DAY, PCTR, REQUEST_ID
 from reloop_cli.data.ingest import ingest
 from reloop_cli.errors import BadInput
 from reloop_cli.evaluation import offpolicy, policies, statistics
 from reloop_cli.evaluation.evaluate import evaluate_day
-from reloop_cli.evaluation.slates import POLICY_FILE, slates_root
 from reloop_cli.experiments.online import ClosedLoopResult, difference, online_figures
 from reloop_cli.experiments.synth import SynthConfig, World
 from reloop_cli.experiments.traffic import (
@@ -51,9 +51,9 @@ from reloop_cli.experiments.traffic import (
 from reloop_cli.operations.gate import judge_offpolicy
 from reloop_cli.spec.pipeline import Spec
 from reloop_cli.spec.sections import LOSSES
-from reloop_cli.store.registry import Registry
+from reloop_cli.store.registry import Registry, VersionStatus
 from reloop_cli.store.workspace import Workspace
-from reloop_cli.training.train import train_version
+from reloop_cli.training.train import Lineage, train_version
 from reloop_cli.versions.checkpoint import load_version
 from reloop_cli.versions.score import predict_frame
 
@@ -76,12 +76,12 @@ class ClosedLoopConfig:
 
     def validate(self, arms: list[str]) -> ClosedLoopConfig:
         if self.mode not in MODES:
-            raise BadInput(f"--mode: '{self.mode}' is not one of {', '.join(MODES)}")
+            raise BadInput(f"mode: '{self.mode}' is not one of {', '.join(MODES)}")
         if self.days < 1 or self.requests < len(arms) or self.candidates < 1:
-            raise BadInput("closed loop: --days >= 1, --requests >= arms, --candidates >= 1")
+            raise BadInput("closed loop: days >= 1, requests >= arms and candidates >= 1")
         unknown = [a for a in arms if a not in LOSSES]
         if unknown:
-            raise BadInput(f"--arms: {','.join(unknown)} not among {', '.join(LOSSES)}")
+            raise BadInput(f"arms: {','.join(unknown)} not among {', '.join(LOSSES)}")
         self.policy.validate(self.candidates)
         return self
 
@@ -119,7 +119,7 @@ def _scores(arm: Arm, world: World, requests: Requests) -> np.ndarray:
         return np.full((n, k), 0.5)
     loaded = load_version(arm.ws, arm.live)
     scored = predict_frame(loaded, arm.ws, candidate_rows(world, requests).lazy())
-    return scored["pctr"].to_numpy().astype(np.float64).reshape(n, k)
+    return scored[PCTR].to_numpy().astype(np.float64).reshape(n, k)
 
 
 def _policy_truth(
@@ -142,10 +142,9 @@ def run_closed_loop(
     """The closed loop in world `config.world`, each arm in `root/closed-loop/world-W/arms/`;
     call under `root`'s lock."""
     config.validate(arms)
-    place = root.root / "closed-loop" / f"world-{config.world}"
     world = World(SynthConfig(seed=config.world))
     spec = serving_spec(spec)
-    states = {name: Arm(name, Workspace(place / "arms" / name)) for name in arms}
+    states = {name: Arm(name, root.closed_loop_arm(config.world, name)) for name in arms}
     baseline = "bce" if "bce" in arms else arms[0]
     online: dict[str, list[dict]] = {name: [] for name in [*arms, "oracle", "random"]}
     lifts: dict[str, list[dict]] = {name: [] for name in arms if name != baseline}
@@ -154,7 +153,7 @@ def run_closed_loop(
         for state in states.values():
             state.ws.root.mkdir(parents=True, exist_ok=True)
             state.registry = Registry(state.ws)
-            state.ws.write_json(config.policy.__dict__, slates_root(state.ws) / POLICY_FILE)
+            state.ws.write_json(config.policy.__dict__, state.ws.slate_policy_path)
         for index in range(config.days + 1):
             day = (np.datetime64(world.config.start_date) + np.timedelta64(index, "D")).astype(str)
             days.append(day)
@@ -265,11 +264,11 @@ def _serve_day(
     clicks = requests.uniforms < truth
     pctr = None if explored else np.take_along_axis(scores, shown, axis=1)
     logs = served_logs(world, requests, shown, propensity, pctr, truth, clicks, state.name)
-    served = state.ws.root / "served" / f"{requests.day}.parquet"
+    served = state.ws.served / f"{requests.day}.parquet"
     state.ws.write_parquet(logs, served)
     ingest(state.ws, spec, [served])
     slates = slate_rows(world, requests, shown)
-    state.ws.write_parquet(slates, slates_root(state.ws) / f"day={requests.day}" / "part-0.parquet")
+    state.ws.write_parquet(slates, state.ws.slate_dir(requests.day) / "part-0.parquet")
     items = requests.items[np.arange(len(requests))[:, None], shown]
     record = {
         "day": requests.day,
@@ -280,7 +279,12 @@ def _serve_day(
     }
     if state.live is not None:  # offline: the live version on its own served logs
         metrics = evaluate_day(state.ws, state.registry, state.live, requests.day).metrics
-        record.update({k: metrics[k] for k in ("auc", "auc_low", "auc_high", "logloss")})
+        record.update(
+            auc=metrics.auc,
+            auc_low=metrics.auc_low,
+            auc_high=metrics.auc_high,
+            logloss=metrics.logloss,
+        )
     if not last:  # the next version; on the last day no newer day is left to serve it
         _learn(world, requests, state, spec, config, shown, propensity, clicks, record)
     records.append(record)
@@ -306,16 +310,13 @@ def _learn(
     rng = np.random.default_rng([config.seed, config.world, requests.index, 4_000])
     held = rng.random(len(requests)) < spec.gate.holdout_fraction
     held_ids = [f"{requests.day}-r{r}" for r in requests.ids[held]]
-    exclude = (pl.col("day") == requests.day) & pl.col("request_id").is_in(held_ids)
+    exclude = (pl.col(DAY) == requests.day) & pl.col(REQUEST_ID).is_in(held_ids)
     trained = train_version(
         state.ws,
         state.registry,
         spec.override("train", loss=loss),
         requests.day,
-        chain=CHAIN,
-        parent=state.live,
-        use_live_parent=False,
-        promote=False,
+        Lineage(CHAIN, parent=state.live, use_live_parent=False, promote=False),
         exclude=exclude,
     )
     promote = True
@@ -337,10 +338,10 @@ def _learn(
         if spec.gate.metric == "snips_ctr" and state.live is not None:
             observed = statistics.mean_estimate(clicks[held].mean(axis=1))
             decision = judge_offpolicy(estimate.snips_ctr, observed, spec.gate)
-            record["gate"] = {"outcome": decision.outcome, "reasons": decision.reasons}
+            record["gate"] = decision.to_dict()
             promote = decision.passed
     if promote:
         state.registry.set_live(CHAIN, trained.version)
         state.live = trained.version
     else:
-        state.registry.decide(trained.version, "rejected", record["gate"])
+        state.registry.decide(trained.version, VersionStatus.REJECTED, record["gate"])

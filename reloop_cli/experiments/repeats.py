@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from reloop_cli.data.ingest import ingest
 from reloop_cli.errors import BadInput
@@ -70,16 +69,12 @@ class RepeatsResult:
         }
 
 
-def world_workspace(ws: Workspace, world: int) -> Workspace:
-    return Workspace(ws.root / "worlds" / f"world-{world}")
-
-
 def prepare_world(ws: Workspace, spec: Spec, world: int, days: int, rows_per_day: int) -> Workspace:
     """Simulate world `world` (`days` + 1 days) and ingest it into its own workspace; a world
     made before is made again byte for byte, so ingest finds nothing new."""
-    place = world_workspace(ws, world)
+    place = ws.world(world)
     config = SynthConfig(days=days + 1, rows_per_day=rows_per_day, seed=world)
-    files = synthesize(config, Path(place.root) / "synth")
+    files = synthesize(config, place.synth)
     ingest(place, spec, files)
     return place
 
@@ -97,9 +92,9 @@ def simulate_repeats(
     """The loop `seeds` times (seeds train.seed, +1, ...), in `ws` or in each simulated world;
     call under the workspace lock."""
     if seeds < 1:
-        raise BadInput(f"--seeds: {seeds} must be >= 1")
+        raise BadInput(f"seeds: {seeds} must be >= 1")
     if worlds is not None and not worlds:
-        raise BadInput("--world-seeds: give at least one world")
+        raise BadInput("world_seeds: give at least one world")
     places: list[tuple[int | None, Workspace]] = [(None, ws)]
     if worlds is not None:
         places = []

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from reloop_cli.columns import IMPRESSION_ID
+from reloop_cli.columns import IMPRESSION_ID, REJECT_REASON, Y_LAST
 from reloop_cli.data.ingest import load_files
 from reloop_cli.errors import BadInput
 from reloop_cli.evaluation.metrics import auc, logloss
@@ -34,7 +34,6 @@ from reloop_cli.store.workspace import Workspace
 from reloop_cli.training.environment import environment
 from reloop_cli.training.fitting import fit, predict_batches, resolve_device
 
-Y_LAST = "y_last"
 SPLIT_BUCKETS = 10_000
 
 
@@ -47,7 +46,7 @@ def parse_split(text: str) -> tuple[float, float, float] | None:
     except ValueError:
         parts = []
     if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or parts[2] <= 0:
-        raise BadInput(f"--split: '{text}' is not train:valid:test like 8:1:1, or 'files'")
+        raise BadInput(f"split: '{text}' is not train:valid:test like 8:1:1, or 'files'")
     total = sum(parts)
     return parts[0] / total, parts[1] / total, parts[2] / total
 
@@ -126,11 +125,11 @@ class ReproduceResult:
 def _load_rows(ws: Workspace, spec: Spec, files: list[Path]) -> pl.DataFrame:
     if files:
         return load_files(files, spec, None, spec.data.start_date).filter(
-            pl.col("reject_reason").is_null()
+            pl.col(REJECT_REASON).is_null()
         )
     days = ws.days()
     if not days:
-        raise BadInput(f"{ws.root}: nothing ingested; give FILES or ingest first")
+        raise BadInput(f"{ws.root}: nothing ingested; give log files or ingest first")
     return ws.scan_logs(days).collect()
 
 
@@ -144,7 +143,7 @@ def split_rows(
     """train / valid / test frames, by a seeded hash of the impression id or by file."""
     if split is None:
         if len(files) != 3:
-            raise BadInput("--split files: give exactly three FILES: train, validation, test")
+            raise BadInput("split 'files': give exactly three files: train, validation, test")
         parts = [_load_rows(ws, spec, [f]) for f in files]
         return dict(zip(("train", "valid", "test"), parts, strict=True))
     rows = _load_rows(ws, spec, files)
@@ -221,15 +220,15 @@ def reproduce(
     """
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
-        raise BadInput(f"--models: {','.join(unknown) or '(none)'} not among {sorted(MODELS)}")
+        raise BadInput(f"models: {','.join(unknown) or '(none)'} not among {sorted(MODELS)}")
     if seeds < 1:
-        raise BadInput("--seeds: must be >= 1")
+        raise BadInput("seeds: must be >= 1")
     for alpha in alphas:
         spec.override("train", alpha=alpha)  # validates the range
     if not 0 < parent_share <= 1:
-        raise BadInput(f"--parent-share: {parent_share} is not in (0, 1]")
+        raise BadInput(f"parent_share: {parent_share} is not in (0, 1]")
     if parent_epochs is not None and parent_epochs < 1:
-        raise BadInput(f"--parent-epochs: {parent_epochs} must be >= 1")
+        raise BadInput(f"parent_epochs: {parent_epochs} must be >= 1")
     resolve_device(spec.train.device)
     parts = split_rows(ws, spec, files, parse_split(split), split_seed)
     if min(parts["train"].height, parts["test"].height) == 0:

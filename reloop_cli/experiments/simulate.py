@@ -27,7 +27,7 @@ from reloop_cli.spec.pipeline import Spec
 from reloop_cli.spec.sections import LOSSES
 from reloop_cli.store.registry import Registry
 from reloop_cli.store.workspace import Workspace
-from reloop_cli.training.train import train_version
+from reloop_cli.training.train import Lineage, train_version
 
 PREFIX = "simulate"
 BASELINE = "bce"
@@ -129,7 +129,7 @@ def parse_arms(text: str) -> list[str]:
     unknown = [a for a in arms if a not in LOSSES]
     if not arms or unknown:
         shown = ",".join(unknown) or repr(text)
-        raise BadInput(f"--arms: {shown} not among {', '.join(LOSSES)}")
+        raise BadInput(f"arms: {shown} not among {', '.join(LOSSES)}")
     return list(dict.fromkeys(arms))
 
 
@@ -148,10 +148,10 @@ def simulate(
     vocabulary (scope `prefix`), so a repeat starts from what its own days taught it."""
     available = ws.days()
     if days < 1:
-        raise BadInput(f"--days: {days} must be >= 1")
+        raise BadInput(f"days: {days} must be >= 1")
     if len(available) < days + 1:
         raise BadInput(
-            f"{ws.root}: --days {days} needs {days + 1} ingested days (one to start), "
+            f"{ws.root}: {days} days to simulate need {days + 1} ingested days (one to start), "
             f"found {len(available)}"
         )
     train_day, *eval_days = available[: days + 1]
@@ -161,10 +161,7 @@ def simulate(
         registry,
         spec.override("train", loss="bce"),
         train_day,
-        chain=chain_of("root", prefix),
-        use_live_parent=False,
-        promote=False,
-        vocab_scope=prefix,
+        Lineage(chain_of("root", prefix), use_live_parent=False, promote=False, vocab_scope=prefix),
     )
     live = {arm: root.version for arm in arms}
     results = {arm: ArmResult() for arm in arms}
@@ -177,7 +174,7 @@ def simulate(
             on_step(f"day {index} ({day}): {arm} v{live[arm]} serves and is evaluated")
             ev = evaluate_day(ws, registry, live[arm], day)
             registry.record_served(chain_of(arm, prefix), day, live[arm])
-            record = {"day": day, "version": live[arm], **ev.metrics}
+            record = {"day": day, "version": live[arm], **ev.metrics.to_dict()}
             results[arm].days.append(record)
             if ev.oracle and len(oracle) < index:
                 oracle.append({"day": day, **ev.oracle})
@@ -188,9 +185,7 @@ def simulate(
                     registry,
                     spec.override("train", loss=arm),
                     day,
-                    chain=chain_of(arm, prefix),
-                    parent=live[arm],
-                    vocab_scope=prefix,
+                    Lineage(chain_of(arm, prefix), parent=live[arm], vocab_scope=prefix),
                 )
                 live[arm] = trained.version
             record["seconds"] = time.perf_counter() - started

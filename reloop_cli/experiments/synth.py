@@ -222,8 +222,8 @@ class World:
         weights = np.where(alive, self.user_activity, 0.0)
         if not weights.any():
             raise BadInput(
-                f"synth: every user has left by day {index}; set --new-users-per-day or a "
-                "longer --user-lifetime-days"
+                f"synth: every user has left by day {index}; set new_users_per_day or a "
+                "longer user_lifetime_days"
             )
         return weights / weights.sum()
 
@@ -251,9 +251,9 @@ class World:
 def synthesize(config: SynthConfig, out: str | Path) -> list[Path]:
     """Write one Parquet file per simulated day into `out`; returns the paths."""
     if config.days < 1 or config.rows_per_day < 1:
-        raise BadInput("synth: --days and --rows-per-day must be >= 1")
+        raise BadInput("synth: days and rows_per_day must be >= 1")
     if config.users < 1 or config.initial_items < 1:
-        raise BadInput("synth: --users and --items must be >= 1")
+        raise BadInput("synth: users and initial_items must be >= 1")
     churn = (
         config.new_items_per_day,
         config.new_users_per_day,
@@ -265,7 +265,7 @@ def synthesize(config: SynthConfig, out: str | Path) -> list[Path]:
     try:
         first = date.fromisoformat(config.start_date)
     except ValueError:
-        raise BadInput(f"synth: --start-date '{config.start_date}' is not YYYY-MM-DD") from None
+        raise BadInput(f"synth: start_date '{config.start_date}' is not YYYY-MM-DD") from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     world = World(config)

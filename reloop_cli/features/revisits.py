@@ -27,6 +27,7 @@ import polars as pl
 
 from reloop_cli.errors import BadInput
 from reloop_cli.features.vocabulary import value_counts
+from reloop_cli.spec.layout import categorical_fields
 from reloop_cli.spec.pipeline import Spec
 from reloop_cli.store.workspace import Workspace
 
@@ -127,18 +128,16 @@ def revisits(
 ) -> RevisitReport:
     """Per categorical field, how the rows of `day` (default: the newest) split by their value's
     time away, and what share each eviction horizon would evict."""
-    from reloop_cli.spec.layout import categorical_fields
-
     days = ws.days()
     if not days:
         raise BadInput(f"{ws.root}: nothing ingested yet; run `reloop ingest` first")
     day = ws.require_day(day) if day is not None else days[-1]
     horizons = sorted({int(n) for n in horizons})
     if not horizons or horizons[0] < 1:
-        raise BadInput(f"--horizons {horizons}: give whole days, 1 or more")
+        raise BadInput(f"horizons {horizons}: give whole days, 1 or more")
     if lookback_days <= horizons[-1]:
         raise BadInput(
-            f"--lookback {lookback_days}: must be longer than the longest horizon "
+            f"lookback_days {lookback_days}: must be longer than the longest horizon "
             f"({horizons[-1]} days) to tell a gap over it from a value never seen"
         )
     history = _history(days, day, lookback_days)

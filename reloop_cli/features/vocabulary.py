@@ -28,12 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from reloop_cli.columns import MAIN_CHAIN
+from reloop_cli.columns import DAY, MAIN_CHAIN
 from reloop_cli.features.tokens import OOV_INDEX, token
 from reloop_cli.runtime.faults import crash_point
 from reloop_cli.spec.layout import categorical_fields
@@ -56,11 +55,6 @@ VIEW_SCHEMA = {"field": pl.String, "value": pl.String, "index": pl.Int32}
 MAIN_SCOPE = MAIN_CHAIN  # the vocabulary of the cron cycle's (and hand-trained) chain
 
 
-def path(ws: Workspace, scope: str = MAIN_SCOPE) -> Path:
-    name = "vocab.parquet" if scope == MAIN_SCOPE else f"vocab-{scope}.parquet"
-    return ws.features / name
-
-
 def empty() -> pl.DataFrame:
     return pl.DataFrame(schema=SCHEMA)
 
@@ -68,7 +62,7 @@ def empty() -> pl.DataFrame:
 def load(ws: Workspace, scope: str = MAIN_SCOPE) -> pl.DataFrame:
     """A scope's vocabulary; one written by reloop 0.1 (field, value, index) reads as
     generation 0 with nothing closed."""
-    target = path(ws, scope)
+    target = ws.vocab_path(scope)
     if not target.exists():
         return empty()
     vocab = pl.read_parquet(target)
@@ -117,13 +111,13 @@ def sizes(spec: Spec, view: pl.DataFrame) -> list[int]:
 def value_counts(spec: Spec, name: str, rows: pl.LazyFrame) -> pl.DataFrame:
     """One field's values with `seen`, their lookups (rows; tags for a multivalued field), and
     `seen_day`, the last day seen (when the rows carry a `day`)."""
-    has_day = "day" in rows.collect_schema().names()
+    has_day = DAY in rows.collect_schema().names()
     if name in spec.data.multivalued:
-        values = rows.select(pl.col(name).alias("value"), *(["day"] if has_day else []))
+        values = rows.select(pl.col(name).alias("value"), *([DAY] if has_day else []))
         values = values.explode("value")
     else:
-        values = rows.select(token(spec, name).alias("value"), *(["day"] if has_day else []))
-    last = pl.col("day").max() if has_day else pl.lit(None, dtype=pl.String)
+        values = rows.select(token(spec, name).alias("value"), *([DAY] if has_day else []))
+    last = pl.col(DAY).max() if has_day else pl.lit(None, dtype=pl.String)
     return (
         values.drop_nulls("value")
         .group_by("value")
@@ -289,7 +283,7 @@ def refresh(
     after, reports = update(before, spec, rows, day, keep_from)
     if save and not after.equals(before.sort("field", "index", "since")):
         crash_point("vocab")  # computed, not yet written: the old vocabulary must stay
-        ws.write_parquet(after, path(ws, scope))
+        ws.write_parquet(after, ws.vocab_path(scope))
     now = generation(after)
     view = at(after, now)
     return Refreshed(after, now, view, sizes(spec, view), reports, scope)

@@ -8,32 +8,47 @@ finished by the next one: a version already trained for the day is judged, not t
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from enum import Enum
 
 import polars as pl
 
-from reloop_cli.columns import MAIN_CHAIN, SERVED_PCTR
+from reloop_cli.columns import DAY, MAIN_CHAIN, REJECT_REASON, SERVED_PCTR
 from reloop_cli.data.ingest import IngestResult, ingest, load_files
 from reloop_cli.data.inputs import InputFile, discover
 from reloop_cli.data.manifest import is_ingested
 from reloop_cli.errors import BadInput
-from reloop_cli.operations.gate import INCONCLUSIVE, holdout_expr, run_gate
+from reloop_cli.operations.gate import GateOutcome, GateVerdict, holdout_expr, run_gate
 from reloop_cli.runtime.faults import crash_point
 from reloop_cli.spec.pipeline import Spec
-from reloop_cli.store.registry import Registry
+from reloop_cli.store.registry import Registry, VersionStatus
 from reloop_cli.store.workspace import Workspace
-from reloop_cli.training.train import train_version
+from reloop_cli.training.train import Lineage, train_version
 from reloop_cli.versions.score import score_day
 
 log = logging.getLogger("reloop")
+
+
+class CycleOutcome(str, Enum):
+    """How a cycle ended; `reloop run` exits 4 on REJECTED and 5 on INCONCLUSIVE."""
+
+    PROMOTED = "promoted"
+    REJECTED = "rejected"  # the gate refused the candidate; live keeps serving
+    INCONCLUSIVE = "inconclusive"  # too few holdout clicks to judge; live keeps serving
+    NOTHING_NEW = "nothing-new"
+    DRY_RUN = "dry-run"
+
+    __str__ = str.__str__  # the value, in f-strings and JSON alike
 
 
 @dataclass
 class CycleResult:
     """What a cycle did (or, with --dry-run, would do)."""
 
-    outcome: str  # promoted | rejected | inconclusive | nothing-new | dry-run
+    outcome: CycleOutcome
     day: str | None = None
     new_files: list[str] = field(default_factory=list)
     ingested_rows: int = 0
@@ -41,7 +56,7 @@ class CycleResult:
     live_before: int | None = None
     candidate: int | None = None
     live_after: int | None = None
-    gate: dict | None = None
+    gate: GateVerdict | None = None
     forced: bool = False
     plan: list[str] = field(default_factory=list)
     late_rows: dict[str, int] = field(default_factory=dict)  # rows added to days held already
@@ -51,7 +66,11 @@ class CycleResult:
     sources: list[InputFile] = field(default_factory=list, repr=False)  # the new files, to ingest
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "sources"}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del fields["sources"]
+        fields["outcome"] = self.outcome.value
+        fields["gate"] = self.gate.to_dict() if self.gate else None
+        return copy.deepcopy(fields)
 
 
 def _version_for(registry: Registry, day: str) -> dict | None:
@@ -77,22 +96,24 @@ def plan_cycle(
     files = discover(logs)
     new = [f for f in files if not is_ingested(ws, spec, f)]
     if not read_new:
-        result = CycleResult(outcome="dry-run", new_files=[str(f.path) for f in new])
+        result = CycleResult(outcome=CycleOutcome.DRY_RUN, new_files=[str(f.path) for f in new])
         result.sources = list(new)
         return result
     days = set(ws.days())
     for source in new:  # one file at a time: a backlog of days never sits in memory at once
         batch = load_files([source], spec, None, spec.data.start_date)
-        days |= set(batch.filter(pl.col("reject_reason").is_null())["day"].unique())
+        days |= set(batch.filter(pl.col(REJECT_REASON).is_null())[DAY].unique())
     if day is not None and day not in days:
         raise BadInput(
-            f"--day {day}: no logs for that day (have {min(days, default='none')}.."
+            f"day {day}: no logs for that day (have {min(days, default='none')}.."
             f"{max(days, default='none')})"
         )
     target = day or max(days, default=None)
     if target is None:
         raise BadInput(f"{logs}: no rows to train on")
-    result = CycleResult(outcome="dry-run", day=target, new_files=[str(f.path) for f in new])
+    result = CycleResult(
+        outcome=CycleOutcome.DRY_RUN, day=target, new_files=[str(f.path) for f in new]
+    )
     result.sources = list(new)
     result.plan.append(f"ingest {len(new)} new file(s)" if new else "no new files")
     if describe:
@@ -104,7 +125,7 @@ def _plan_training(ws: Workspace, spec: Spec, target: str, days: list[str]) -> l
     """The rest of the plan, read from a snapshot of the registry (never created here)."""
     versions, live = Registry.snapshot(ws, MAIN_CHAIN)
     existing = [v for v in versions if v["day"] == target]
-    if existing and existing[-1]["status"] != "candidate":
+    if existing and existing[-1]["status"] != VersionStatus.CANDIDATE:
         return [
             f"{target} already has v{existing[-1]['version']} "
             f"({existing[-1]['status']}): nothing to train"
@@ -142,7 +163,7 @@ def run_cycle(
     # A backfill (`day` given) checks the day against the new files before writing anything;
     # the nightly cycle trains on the newest day, known once the new files are ingested.
     result = plan_cycle(ws, spec, logs, day, describe=False, read_new=day is not None)
-    result.outcome, result.forced = "nothing-new", force
+    result.outcome, result.forced = CycleOutcome.NOTHING_NEW, force
     if result.new_files:
         ingested: IngestResult = ingest(ws, spec, result.sources)
         result.ingested_rows, result.rejected_rows = ingested.rows, ingested.rejected
@@ -161,7 +182,7 @@ def run_cycle(
     target = result.day
     live = result.live_before = registry.live(MAIN_CHAIN)
     existing = _version_for(registry, target)
-    if existing is not None and existing["status"] != "candidate":
+    if existing is not None and existing["status"] != VersionStatus.CANDIDATE:
         log.info(
             "a version for %s exists already (v%d, %s): nothing new",
             target,
@@ -180,9 +201,7 @@ def run_cycle(
             registry,
             spec,
             target,
-            chain=MAIN_CHAIN,
-            parent=live,
-            promote=False,
+            Lineage(MAIN_CHAIN, parent=live, promote=False),
             exclude=holdout_expr(spec, target),
         )
         candidate = trained.version
@@ -200,19 +219,20 @@ def run_cycle(
     result.candidate = candidate
     result.gate = run_gate(ws, registry, spec, candidate, live, target, force)
     crash_point("promote")
-    if result.gate["passed"] or force:
-        reason = "forced" if force and not result.gate["passed"] else "gate"
-        registry.promote(MAIN_CHAIN, candidate, reason, result.gate)
-        result.outcome = "promoted"
+    verdict = result.gate
+    if verdict.passed or force:
+        reason = "forced" if force and not verdict.passed else "gate"
+        registry.promote(MAIN_CHAIN, candidate, reason, verdict.to_dict())
+        result.outcome = CycleOutcome.PROMOTED
         log.info("v%d promoted (%s)", candidate, reason)
-    elif result.gate["outcome"] == INCONCLUSIVE:
-        registry.decide(candidate, "inconclusive", result.gate)
-        result.outcome = "inconclusive"
-        log.warning("v%d not judged: %s", candidate, "; ".join(result.gate["reasons"]))
+    elif verdict.outcome == GateOutcome.INCONCLUSIVE:
+        registry.decide(candidate, VersionStatus.INCONCLUSIVE, verdict.to_dict())
+        result.outcome = CycleOutcome.INCONCLUSIVE
+        log.warning("v%d not judged: %s", candidate, "; ".join(verdict.reasons))
     else:
-        registry.decide(candidate, "rejected", result.gate)
-        result.outcome = "rejected"
-        log.warning("v%d rejected: %s", candidate, "; ".join(result.gate["reasons"]))
+        registry.decide(candidate, VersionStatus.REJECTED, verdict.to_dict())
+        result.outcome = CycleOutcome.REJECTED
+        log.warning("v%d rejected: %s", candidate, "; ".join(verdict.reasons))
     result.live_after = registry.live(MAIN_CHAIN)
     return result
 

@@ -55,7 +55,7 @@ def _example_inputs(
 
 def export_version(ws: Workspace, version: int, fmt: str, out: Path) -> ExportResult:
     if fmt not in FORMATS:
-        raise BadInput(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
+        raise BadInput(f"format: '{fmt}' is not one of {', '.join(FORMATS)}")
     loaded = load_version(ws, version)
     wrapper = Probability(loaded.model).eval()
     meta = loaded.meta
@@ -70,9 +70,7 @@ def export_version(ws: Workspace, version: int, fmt: str, out: Path) -> ExportRe
         try:
             import onnx  # noqa: F401
         except ImportError:
-            raise BadInput(
-                "--format onnx needs the onnx extra: pip install 'reloop[onnx]'"
-            ) from None
+            raise BadInput("format onnx needs the onnx extra: pip install 'reloop[onnx]'") from None
         torch.onnx.export(
             wrapper,
             example,

@@ -16,13 +16,15 @@ on. The decision reads intervals, never bare point estimates:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 import polars as pl
 
-from reloop_cli.columns import IMPRESSION_ID, LABEL, REQUEST_ID
+from reloop_cli.columns import DAY, IMPRESSION_ID, LABEL, PCTR, REQUEST_ID
 from reloop_cli.evaluation import statistics
-from reloop_cli.evaluation.metrics import summarise
+from reloop_cli.evaluation.metrics import DayMetrics, summarise
+from reloop_cli.evaluation.slates import LoggedDay
 from reloop_cli.spec.pipeline import Spec
 from reloop_cli.spec.sections import GateSpec
 from reloop_cli.store.registry import Registry
@@ -30,7 +32,15 @@ from reloop_cli.store.workspace import Workspace
 from reloop_cli.versions.checkpoint import load_version
 from reloop_cli.versions.score import predict_frame
 
-PASSED, REFUSED, INCONCLUSIVE = "passed", "refused", "inconclusive"
+
+class GateOutcome(str, Enum):
+    """What the gate concluded about a candidate."""
+
+    PASSED = "passed"
+    REFUSED = "refused"
+    INCONCLUSIVE = "inconclusive"  # too few holdout clicks to judge
+
+    __str__ = str.__str__  # the value, in f-strings and JSON alike
 
 
 def holdout_expr(spec: Spec, day: str) -> pl.Expr:
@@ -38,57 +48,108 @@ def holdout_expr(spec: Spec, day: str) -> pl.Expr:
     requests when the gate judges slates off-policy, else impressions."""
     key = REQUEST_ID if spec.gate.metric == "snips_ctr" else IMPRESSION_ID
     bucket = pl.col(key).hash(spec.train.seed + 1) % 10_000
-    return (pl.col("day") == day) & (bucket < round(spec.gate.holdout_fraction * 10_000))
+    return (pl.col(DAY) == day) & (bucket < round(spec.gate.holdout_fraction * 10_000))
 
 
 @dataclass
 class Decision:
     """What the gate concluded, and why."""
 
-    outcome: str  # passed | refused | inconclusive
+    outcome: GateOutcome
     reasons: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return self.outcome == PASSED
+        return self.outcome == GateOutcome.PASSED
+
+    def to_dict(self) -> dict:
+        return {"outcome": self.outcome.value, "reasons": list(self.reasons)}
+
+
+@dataclass
+class GateVerdict:
+    """The gate's verdict on one candidate, as `reloop run` prints it and the registry keeps it
+    (`to_dict`): the decision, both versions' holdout metrics, their paired difference, the
+    off-policy estimate where the gate used one, and the rule it applied."""
+
+    decision: Decision
+    forced: bool
+    first_version: bool
+    candidate: DayMetrics
+    live: DayMetrics | None
+    difference: statistics.Paired | None
+    rule: GateSpec
+    offpolicy: dict | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.decision.passed
+
+    @property
+    def outcome(self) -> GateOutcome:
+        return self.decision.outcome
+
+    @property
+    def reasons(self) -> list[str]:
+        return self.decision.reasons
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "outcome": self.outcome.value,
+            "reasons": list(self.reasons),
+            "forced": self.forced,
+            "first_version": self.first_version,
+            "candidate": self.candidate.to_dict(),
+            "live": self.live.to_dict() if self.live else None,
+            "difference": self.difference.to_dict() if self.difference else None,
+            "offpolicy": self.offpolicy,
+            "rule": {
+                "max_auc_drop": self.rule.max_auc_drop,
+                "max_logloss_rise": self.rule.max_logloss_rise,
+                "confidence": self.rule.confidence,
+                "min_clicks": self.rule.min_clicks,
+                "metric": self.rule.metric,
+            },
+        }
 
 
 def judge(
-    candidate: dict,
-    live: dict | None,
+    candidate: DayMetrics,
+    live: DayMetrics | None,
     difference: statistics.Paired | None,
     gate: GateSpec,
 ) -> Decision:
     """The rule above, on the holdout metrics of both versions and their paired difference
     (candidate minus live)."""
-    if candidate["clicks"] < gate.min_clicks:
+    if candidate.clicks < gate.min_clicks:
         return Decision(
-            INCONCLUSIVE,
+            GateOutcome.INCONCLUSIVE,
             [
-                f"the holdout has {candidate['clicks']} clicks, fewer than gate.min_clicks "
+                f"the holdout has {candidate.clicks} clicks, fewer than gate.min_clicks "
                 f"{gate.min_clicks}: too few to judge"
             ],
         )
     reasons = []
     if live is None or difference is None:
-        if not candidate["auc"] >= gate.min_auc:
-            reasons.append(f"AUC {candidate['auc']:.4f} < min_auc {gate.min_auc}")
-        if not candidate["logloss"] <= gate.max_logloss:
-            reasons.append(f"Logloss {candidate['logloss']:.4f} > max_logloss {gate.max_logloss}")
-        return Decision(REFUSED if reasons else PASSED, reasons)
+        if not candidate.auc >= gate.min_auc:
+            reasons.append(f"AUC {candidate.auc:.4f} < min_auc {gate.min_auc}")
+        if not candidate.logloss <= gate.max_logloss:
+            reasons.append(f"Logloss {candidate.logloss:.4f} > max_logloss {gate.max_logloss}")
+        return Decision(GateOutcome.REFUSED if reasons else GateOutcome.PASSED, reasons)
     level = f"{gate.confidence:.0%}"
     auc, logloss = difference.auc, difference.logloss
     if not auc.low >= -gate.max_auc_drop:
         reasons.append(
-            f"AUC vs live {_shown(auc)}: at {level} it may be more than gate.max_auc_drop "
-            f"{gate.max_auc_drop} worse"
+            f"AUC vs live {statistics.format_interval(auc, signed=True)}: at {level} it may be "
+            f"more than gate.max_auc_drop {gate.max_auc_drop} worse"
         )
     if not logloss.high <= gate.max_logloss_rise:
         reasons.append(
-            f"Logloss vs live {_shown(logloss)}: at {level} it may be more than "
-            f"gate.max_logloss_rise {gate.max_logloss_rise} worse"
+            f"Logloss vs live {statistics.format_interval(logloss, signed=True)}: at {level} it "
+            f"may be more than gate.max_logloss_rise {gate.max_logloss_rise} worse"
         )
-    return Decision(REFUSED if reasons else PASSED, reasons)
+    return Decision(GateOutcome.REFUSED if reasons else GateOutcome.PASSED, reasons)
 
 
 def judge_offpolicy(
@@ -102,18 +163,14 @@ def judge_offpolicy(
         candidate.value - live.value, float(np.hypot(candidate.se, live.se)), gate.confidence
     )
     if difference.low >= -gate.max_ctr_drop:
-        return Decision(PASSED)
+        return Decision(GateOutcome.PASSED)
     return Decision(
-        REFUSED,
+        GateOutcome.REFUSED,
         [
-            f"CTR vs live {_shown(difference)}: at {gate.confidence:.0%} it may be more than "
-            f"gate.max_ctr_drop {gate.max_ctr_drop} worse"
+            f"CTR vs live {statistics.format_interval(difference, signed=True)}: at "
+            f"{gate.confidence:.0%} it may be more than gate.max_ctr_drop {gate.max_ctr_drop} worse"
         ],
     )
-
-
-def _shown(estimate: statistics.Estimate) -> str:
-    return f"{estimate.value:+.4f} [{estimate.low:+.4f}, {estimate.high:+.4f}]"
 
 
 def holdout_predictions(ws: Workspace, spec: Spec, version: int, day: str) -> pl.DataFrame:
@@ -133,22 +190,22 @@ def run_gate(
     live: int | None,
     day: str,
     force: bool,
-) -> dict:
+) -> GateVerdict:
     """Judge `candidate` against `live` on `day`'s holdout; record both versions' holdout
-    metrics; return the decision as the registry and the CLI keep it."""
-    rows = holdout_predictions(ws, spec, candidate, day).rename({"pctr": "candidate"})
+    metrics; return the verdict."""
+    rows = holdout_predictions(ws, spec, candidate, day).rename({PCTR: "candidate"})
     label = rows[LABEL].cast(pl.Float64).to_numpy()
     candidate_metrics = summarise(label, rows["candidate"].to_numpy())
-    registry.record_metrics(candidate, day, candidate_metrics, scope="holdout")
+    registry.record_metrics(candidate, day, candidate_metrics.to_dict(), scope="holdout")
     live_metrics, difference = None, None
     if live is not None:
         served = holdout_predictions(ws, spec, live, day).select(
-            IMPRESSION_ID, pl.col("pctr").alias("live")
+            IMPRESSION_ID, pl.col(PCTR).alias("live")
         )
         rows = rows.join(served, on=IMPRESSION_ID, how="inner", maintain_order="left")
         label = rows[LABEL].cast(pl.Float64).to_numpy()
         live_metrics = summarise(label, rows["live"].to_numpy())
-        registry.record_metrics(live, day, live_metrics, scope="holdout")
+        registry.record_metrics(live, day, live_metrics.to_dict(), scope="holdout")
         difference = statistics.paired(
             label,
             np.asarray(rows["live"].to_numpy(), np.float64),
@@ -157,33 +214,27 @@ def run_gate(
         )
     decision = judge(candidate_metrics, live_metrics, difference, spec.gate)
     offpolicy = None
-    if spec.gate.metric == "snips_ctr" and live is not None and decision.outcome != INCONCLUSIVE:
+    if (
+        spec.gate.metric == "snips_ctr"
+        and live is not None
+        and decision.outcome != GateOutcome.INCONCLUSIVE
+    ):
         offpolicy, decision = _offpolicy_gate(ws, spec, candidate, day)
-    return {
-        "passed": decision.passed,
-        "outcome": decision.outcome,
-        "reasons": decision.reasons,
-        "forced": force and not decision.passed,
-        "first_version": live is None,
-        "candidate": candidate_metrics,
-        "live": live_metrics,
-        "difference": difference.to_dict() if difference else None,
-        "offpolicy": offpolicy,
-        "rule": {
-            "max_auc_drop": spec.gate.max_auc_drop,
-            "max_logloss_rise": spec.gate.max_logloss_rise,
-            "confidence": spec.gate.confidence,
-            "min_clicks": spec.gate.min_clicks,
-            "metric": spec.gate.metric,
-        },
-    }
+    return GateVerdict(
+        decision,
+        forced=force and not decision.passed,
+        first_version=live is None,
+        candidate=candidate_metrics,
+        live=live_metrics,
+        difference=difference,
+        rule=spec.gate,
+        offpolicy=offpolicy,
+    )
 
 
 def _offpolicy_gate(ws: Workspace, spec: Spec, candidate: int, day: str) -> tuple[dict, Decision]:
     """`gate.metric = "snips_ctr"`: the candidate's online CTR estimated from the live policy's
     logged slates of the holdout requests, against live's observed CTR on them."""
-    from reloop_cli.evaluation.slates import LoggedDay
-
     held = ws.scan_logs([day]).filter(holdout_expr(spec, day)).select(REQUEST_ID).collect()
     logged = LoggedDay(ws, day, set(held[REQUEST_ID].to_list()))
     estimate, observed = logged.estimate(ws, candidate), logged.observed()

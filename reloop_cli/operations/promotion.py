@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from reloop_cli.columns import MAIN_CHAIN
 from reloop_cli.errors import BadInput
-from reloop_cli.store.registry import Registry
+from reloop_cli.store.registry import Registry, VersionStatus
 
 
 def promote_version(registry: Registry, version: int, chain: str = MAIN_CHAIN) -> int | None:
@@ -31,7 +31,7 @@ def rollback(registry: Registry, chain: str = MAIN_CHAIN) -> tuple[int, int]:
         raise BadInput(f"rollback: chain '{chain}' has no earlier live version to go back to")
     target = earlier[-1]
     registry.promote(chain, target, "rollback", {"manual": True, "rolled_back": current})
-    registry.decide(current, "rejected", {"manual": True, "rolled_back_to": target})
+    registry.decide(current, VersionStatus.REJECTED, {"manual": True, "rolled_back_to": target})
     return current, target
 
 

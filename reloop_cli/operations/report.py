@@ -21,9 +21,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from reloop_cli.columns import LABEL, MAIN_CHAIN
+from reloop_cli.columns import LABEL, MAIN_CHAIN, PCTR
 from reloop_cli.evaluation.evaluate import labelled_scores
 from reloop_cli.evaluation.metrics import calibration_buckets
+from reloop_cli.evaluation.statistics import format_interval
 from reloop_cli.store.registry import Registry
 from reloop_cli.store.workspace import Workspace
 
@@ -31,20 +32,16 @@ SIMULATION_FILE = "simulate.json"
 CLOSED_LOOP_FILE = "closed_loop.json"
 
 
-def reports_dir(ws: Workspace) -> Path:
-    return ws.root / "reports"
-
-
 def save_simulation(ws: Workspace, payload: dict) -> Path:
     """Keep the last simulation's result where `reloop report` finds it."""
-    path = reports_dir(ws) / SIMULATION_FILE
+    path = ws.reports / SIMULATION_FILE
     ws.write_json(payload, path)
     return path
 
 
 def save_closed_loop(ws: Workspace, payload: dict) -> Path:
     """Keep the last closed-loop simulation's result where `reloop report` finds it."""
-    path = reports_dir(ws) / CLOSED_LOOP_FILE
+    path = ws.reports / CLOSED_LOOP_FILE
     ws.write_json(payload, path)
     return path
 
@@ -119,9 +116,9 @@ def _verdicts(sim: dict) -> str:
         auc, logloss = comparison["pooled"]["auc"], comparison["pooled"]["logloss"]
         lines.append(
             f"<li><b>{html.escape(arm)} vs {html.escape(baseline)}</b>: AUC "
-            f"{auc['value']:+.4f} [{auc['low']:+.4f}, {auc['high']:+.4f}], "
-            f"{html.escape(comparison['verdict']['auc'])}; Logloss {logloss['value']:+.4f} "
-            f"[{logloss['low']:+.4f}, {logloss['high']:+.4f}], "
+            f"{format_interval(auc, signed=True)}, "
+            f"{html.escape(comparison['verdict']['auc'])}; Logloss "
+            f"{format_interval(logloss, signed=True)}, "
             f"{html.escape(comparison['verdict']['logloss'])}</li>"
         )
     if not lines:
@@ -147,11 +144,7 @@ def _repeats_section(sim: dict) -> str:
                 _fmt(auc["value"])
                 + (f" [{_fmt(auc['low'])}, {_fmt(auc['high'])}]" if auc["low"] is not None else ""),
                 _fmt(entry["mean_logloss"]["value"]),
-                (
-                    f"{lift['value']:+.4f} [{lift['low']:+.4f}, {lift['high']:+.4f}]"
-                    if lift and lift["low"] is not None
-                    else "-"
-                ),
+                (format_interval(lift, signed=True) if lift and lift["low"] is not None else "-"),
                 f"{lift['p_value']:.2g}" if lift and lift["p_value"] is not None else "-",
                 f"{tally['better']} / {tally['worse']} / {tally['no_difference']}"
                 if tally
@@ -208,7 +201,7 @@ def _calibration_plot(ws: Workspace, sim: dict) -> str | None:
         if not ws.has_scores(last["version"], last["day"]):
             continue
         joined = labelled_scores(ws, last["version"], last["day"])
-        buckets = calibration_buckets(joined[LABEL].to_numpy(), joined["pctr"].to_numpy())
+        buckets = calibration_buckets(joined[LABEL].to_numpy(), joined[PCTR].to_numpy())
         axis.plot(
             [b["mean_pctr"] for b in buckets],
             [b["ctr"] for b in buckets],
@@ -261,7 +254,7 @@ def _closed_loop_section(payload: dict) -> str:
             ctr = pooled["ctr"]
             items.append(
                 f"<li><b>{html.escape(arm)} vs {html.escape(world['baseline'])}</b>: online CTR "
-                f"{ctr['value']:+.4f} [{ctr['low']:+.4f}, {ctr['high']:+.4f}], "
+                f"{format_interval(ctr, signed=True)}, "
                 f"{html.escape(pooled['verdict'])}</li>"
             )
         means = world["means"]
@@ -285,7 +278,7 @@ def _closed_loop_section(payload: dict) -> str:
         rows = [
             [
                 arm,
-                f"{e['ctr']['value']:+.4f} [{e['ctr']['low']:+.4f}, {e['ctr']['high']:+.4f}]",
+                format_interval(e["ctr"], signed=True),
                 e["verdict"],
             ]
             for arm, e in summary["lifts"].items()
@@ -338,7 +331,7 @@ def _history(registry: Registry) -> str:
 def build_report(ws: Workspace) -> str:
     """The report page as HTML text."""
     sections = [f"<h1>reloop report</h1><p>workspace: {html.escape(str(ws.root))}</p>"]
-    sim_path = reports_dir(ws) / SIMULATION_FILE
+    sim_path = ws.reports / SIMULATION_FILE
     if sim_path.exists():
         sim = json.loads(sim_path.read_text(encoding="utf-8"))
         if "repeats" in sim:
@@ -362,7 +355,7 @@ def build_report(ws: Workspace) -> str:
         sections.append(_verdicts(sim))
     else:
         sections.append("<p>No simulation in this workspace yet (`reloop simulate`).</p>")
-    closed = reports_dir(ws) / CLOSED_LOOP_FILE
+    closed = ws.reports / CLOSED_LOOP_FILE
     if closed.exists():
         sections.append(_closed_loop_section(json.loads(closed.read_text(encoding="utf-8"))))
     sections.append("<h2>Versions and gate decisions (chain main)</h2>")
@@ -382,7 +375,7 @@ def build_report(ws: Workspace) -> str:
 
 def write_report(ws: Workspace, out: Path | None = None) -> Path:
     """Render the report to `out` (default: reports/report.html in the workspace), atomically."""
-    target = out or reports_dir(ws) / "report.html"
+    target = out or ws.reports / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".tmp-{target.name}.part")
     tmp.write_text(build_report(ws), encoding="utf-8")

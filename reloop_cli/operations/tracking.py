@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reloop_cli.errors import BadInput
+from reloop_cli.operations.cycle import CycleOutcome, CycleResult
 from reloop_cli.spec.pipeline import Spec
 from reloop_cli.store.workspace import Workspace
 
@@ -24,7 +25,7 @@ def _mlflow(uri: str) -> Any:
     try:
         import mlflow
     except ImportError:
-        raise BadInput("--mlflow needs MLflow: pip install 'reloop[mlflow]'") from None
+        raise BadInput("MLflow tracking needs MLflow: pip install 'reloop[mlflow]'") from None
     mlflow.set_tracking_uri(uri)
     return mlflow
 
@@ -68,7 +69,7 @@ def track_simulation(uri: str, ws: Workspace, spec: Spec, result: Any) -> None:
                 mlflow.log_artifacts(str(ws.model_dir(last)), artifact_path="model")
 
 
-def track_cycle(uri: str, ws: Workspace, spec: Spec, result: Any) -> None:
+def track_cycle(uri: str, ws: Workspace, spec: Spec, result: CycleResult) -> None:
     """Log one cron cycle; register the candidate and move the `live` alias when promoted."""
     if result.candidate is None or result.gate is None:
         return  # nothing was trained or judged (nothing new, dry run)
@@ -80,15 +81,15 @@ def track_cycle(uri: str, ws: Workspace, spec: Spec, result: Any) -> None:
         mlflow.log_metrics(
             {
                 f"holdout_{k}": v
-                for k, v in result.gate["candidate"].items()
+                for k, v in result.gate.candidate.to_dict().items()
                 if isinstance(v, float | int)
             }
         )
         mlflow.set_tags(
             {
                 "reloop.version": result.candidate,
-                "reloop.outcome": result.outcome,
-                "reloop.forced": result.gate.get("forced", False),
+                "reloop.outcome": result.outcome.value,
+                "reloop.forced": result.gate.forced,
             }
         )
         mlflow.log_artifacts(str(ws.model_dir(result.candidate)), artifact_path="model")
@@ -101,7 +102,7 @@ def track_cycle(uri: str, ws: Workspace, spec: Spec, result: Any) -> None:
             name,
             source=f"{run.info.artifact_uri}/model",
             run_id=run.info.run_id,
-            tags={"reloop.version": str(result.candidate), "reloop.outcome": result.outcome},
+            tags={"reloop.version": str(result.candidate), "reloop.outcome": result.outcome.value},
         )
-        if result.outcome == "promoted":
+        if result.outcome == CycleOutcome.PROMOTED:
             client.set_registered_model_alias(name, LIVE_ALIAS, model_version.version)

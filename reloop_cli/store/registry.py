@@ -5,8 +5,9 @@ The model directory (`models/vNNNN/meta.json`) is the source of truth for a vers
 the registry indexes it. A version whose folder was renamed into place but whose row was not yet
 written (a crash between the two) is picked up again by `sync`. SQLite in WAL mode, stdlib only.
 
-Status of a version: candidate (trained, not yet judged), live, rejected (the gate said no),
-retired (was live, replaced).
+A version's status is a `VersionStatus`: candidate (trained, not yet judged), live, rejected
+(the gate or a person said no), inconclusive (too few holdout clicks to judge), retired (was
+live, replaced).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
 from reloop_cli.store.workspace import Workspace
@@ -25,7 +27,7 @@ CREATE TABLE IF NOT EXISTS versions (
     parent INTEGER,
     day TEXT NOT NULL,
     loss TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'candidate',
+    status TEXT NOT NULL DEFAULT 'candidate',  -- a VersionStatus
     decision TEXT,
     created TEXT NOT NULL,
     meta TEXT NOT NULL
@@ -61,6 +63,18 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+class VersionStatus(str, Enum):
+    """Where a version stands; the registry's `status` column holds the value."""
+
+    CANDIDATE = "candidate"
+    LIVE = "live"
+    REJECTED = "rejected"
+    INCONCLUSIVE = "inconclusive"
+    RETIRED = "retired"
+
+    __str__ = str.__str__  # the value, in f-strings and JSON alike
+
+
 def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -72,6 +86,7 @@ class Registry:
         self.workspace = workspace
         workspace.root.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(workspace.registry_path, timeout=30)
+        self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(_SCHEMA)
         self.sync()
@@ -87,6 +102,7 @@ class Registry:
         # writer is open, or died), SQLite's read-only mode reads it through the existing -shm.
         wal = path.with_name(path.name + "-wal").exists()
         db = sqlite3.connect(f"file:{path}?mode=ro" + ("" if wal else "&immutable=1"), uri=True)
+        db.row_factory = sqlite3.Row
         try:
             rows = db.execute(
                 "SELECT version, day, status FROM versions WHERE chain = ? ORDER BY version",
@@ -98,8 +114,7 @@ class Registry:
             ).fetchone()
         finally:
             db.close()
-        versions = [{"version": v, "day": d, "status": st} for v, d, st in rows]
-        return versions, live[0] if live else None
+        return [dict(row) for row in rows], live["version"] if live else None
 
     def close(self) -> None:
         self.db.close()
@@ -115,7 +130,7 @@ class Registry:
         """Index every finished version folder that has no row yet."""
         if not self.workspace.models.is_dir():
             return
-        known = {row[0] for row in self.db.execute("SELECT version FROM versions")}
+        known = {row["version"] for row in self.db.execute("SELECT version FROM versions")}
         for meta_path in sorted(self.workspace.models.glob("v[0-9]*/meta.json")):
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if meta["version"] not in known:
@@ -123,7 +138,7 @@ class Registry:
 
     def next_version(self) -> int:
         on_disk = [int(p.name[1:]) for p in self.workspace.models.glob("v[0-9]*")]
-        (in_db,) = self.db.execute("SELECT COALESCE(MAX(version), 0) FROM versions").fetchone()
+        in_db = self.db.execute("SELECT COALESCE(MAX(version), 0) FROM versions").fetchone()[0]
         return max([in_db, *on_disk]) + 1
 
     def add_version(self, meta: dict[str, Any]) -> None:
@@ -144,7 +159,7 @@ class Registry:
 
     def version_meta(self, version: int) -> dict[str, Any] | None:
         row = self.db.execute("SELECT meta FROM versions WHERE version = ?", (version,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return json.loads(row["meta"]) if row else None
 
     def versions(self, chain: str | None = None) -> list[dict[str, Any]]:
         """Rows of the versions table (meta decoded), oldest first."""
@@ -156,31 +171,20 @@ class Registry:
             query + (" WHERE chain = ?" if chain else "") + " ORDER BY version",
             (chain,) if chain else (),
         ).fetchall()
-        keys = (
-            "version",
-            "chain",
-            "parent",
-            "day",
-            "loss",
-            "status",
-            "decision",
-            "created",
-            "meta",
-        )
         out = []
         for row in rows:
-            entry = dict(zip(keys, row, strict=True))
+            entry = dict(row)
             entry["meta"] = json.loads(entry["meta"])
             entry["decision"] = json.loads(entry["decision"]) if entry["decision"] else None
             out.append(entry)
         return out
 
-    def decide(self, version: int, status: str, decision: dict[str, Any]) -> None:
+    def decide(self, version: int, status: VersionStatus, decision: dict[str, Any]) -> None:
         """Record the gate's (or a person's) verdict on a candidate."""
         with self.db:
             self.db.execute(
                 "UPDATE versions SET status = ?, decision = ? WHERE version = ?",
-                (status, json.dumps(decision, sort_keys=True), version),
+                (VersionStatus(status).value, json.dumps(decision, sort_keys=True), version),
             )
 
     # --- live pointer ----------------------------------------------------------------------------
@@ -188,7 +192,7 @@ class Registry:
         row = self.db.execute(
             "SELECT version FROM live_history WHERE chain = ? ORDER BY id DESC LIMIT 1", (chain,)
         ).fetchone()
-        return row[0] if row else None
+        return row["version"] if row else None
 
     def set_live(self, chain: str, version: int, reason: str = "train") -> None:
         """Make `version` the live one of `chain`, retiring the one before."""
@@ -202,11 +206,10 @@ class Registry:
                 "UPDATE versions SET decision = ? WHERE version = ?",
                 (json.dumps(decision, sort_keys=True), version),
             )
+            status = "UPDATE versions SET status = ? WHERE version = ?"
             if previous is not None and previous != version:
-                self.db.execute(
-                    "UPDATE versions SET status = 'retired' WHERE version = ?", (previous,)
-                )
-            self.db.execute("UPDATE versions SET status = 'live' WHERE version = ?", (version,))
+                self.db.execute(status, (VersionStatus.RETIRED.value, previous))
+            self.db.execute(status, (VersionStatus.LIVE.value, version))
             self.db.execute(
                 "INSERT INTO live_history (chain, version, since, reason) VALUES (?, ?, ?, ?)",
                 (chain, version, now_utc(), reason),
@@ -217,7 +220,7 @@ class Registry:
             "SELECT version, since, reason FROM live_history WHERE chain = ? ORDER BY id",
             (chain,),
         ).fetchall()
-        return [{"version": v, "since": s, "reason": r} for v, s, r in rows]
+        return [dict(row) for row in rows]
 
     # --- serving ---------------------------------------------------------------------------------
     def record_served(self, chain: str, day: str, version: int) -> None:
@@ -230,7 +233,7 @@ class Registry:
         row = self.db.execute(
             "SELECT version FROM served WHERE chain = ? AND day = ?", (chain, day)
         ).fetchone()
-        return row[0] if row else None
+        return row["version"] if row else None
 
     # --- metrics ---------------------------------------------------------------------------------
     def record_metrics(
@@ -246,7 +249,7 @@ class Registry:
         rows = self.db.execute(
             "SELECT day, scope, metrics FROM metrics WHERE version = ? ORDER BY day", (version,)
         ).fetchall()
-        return [{"day": d, "scope": s, **json.loads(m)} for d, s, m in rows]
+        return [{"day": r["day"], "scope": r["scope"], **json.loads(r["metrics"])} for r in rows]
 
     # --- runs ------------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
@@ -269,8 +272,6 @@ class Registry:
             "ORDER BY id DESC LIMIT ?",
             (limit,),
         ).fetchall()
-        keys = ("id", "command", "started", "ended", "outcome", "detail")
         return [
-            {**dict(zip(keys, r, strict=True)), "detail": json.loads(r[5]) if r[5] else None}
-            for r in rows
+            {**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows
         ]

@@ -7,18 +7,24 @@ import json
 from pathlib import Path
 
 from reloop_cli.errors import BadInput
-from reloop_cli.spec.pipeline import Spec, spec_from_dict, with_environment
+from reloop_cli.spec.pipeline import Spec, load_spec, spec_from_dict, with_environment
 from reloop_cli.store.workspace import Workspace
 
 
-def spec_path(ws: Workspace) -> Path:
-    return ws.features / "spec.json"
+def spec_for(ws: Workspace, path: Path | None) -> Spec:
+    """The spec at `path`, or else the one the workspace was ingested with."""
+    if path is not None:
+        return load_spec(path)
+    spec = stored_spec(ws)
+    if spec is None:
+        raise BadInput(f"{ws.root}: no spec given and nothing ingested yet; pass a spec")
+    return spec
 
 
 def stored_spec(ws: Workspace) -> Spec | None:
     """The spec the workspace's logs were ingested with, if any, with RELOOP_* variables applied
     (as `load_spec` applies them to a file)."""
-    path = spec_path(ws)
+    path = ws.stored_spec_path
     if not path.exists():
         return None
     raw = json.loads(path.read_text(encoding="utf-8"))
@@ -49,18 +55,18 @@ def check_spec_fits(ws: Workspace, spec: Spec) -> None:
         raise BadInput(
             f"{spec.source}: data.timezone '{spec.data.timezone}' differs from "
             f"'{previous.data.timezone}', the zone this workspace's days were cut in "
-            f"({spec_path(ws)}); days cannot be re-cut: keep the zone or use a new workspace"
+            f"({ws.stored_spec_path}); days cannot be re-cut: keep the zone or use a new workspace"
         )
     old, new = previous.to_dict()["data"], spec.to_dict()["data"]
     changed = [key for key in FIXED_DATA_SETTINGS if old[key] != new[key]]
     if changed:
         raise BadInput(
             f"{spec.source}: data.{changed[0]} differs from the one this workspace was ingested "
-            f"with ({spec_path(ws)}); it decides how rows are encoded: use a new workspace"
+            f"with ({ws.stored_spec_path}); it decides how rows are encoded: use a new workspace"
         )
 
 
 def remember_spec(ws: Workspace, spec: Spec) -> None:
     """Record the first ingest spec of a workspace (after `check_spec_fits` passed)."""
     if stored_spec(ws) is None:
-        ws.write_json(spec.to_dict(), spec_path(ws))
+        ws.write_json(spec.to_dict(), ws.stored_spec_path)

@@ -1,9 +1,11 @@
 """The workspace directory: where every stage reads and writes, atomically and under one lock.
 
-Layout (see DESIGN.md): logs/day=D/, rejects/day=D/, features/, models/vNNNN/,
-scores/vNNNN/day=D/, registry.sqlite. Files are written under a temporary name and renamed into
-place, so a reader (or a crashed run) never sees half a file; temporary names never end in
-`.parquet`, so globs skip them.
+Every path in it is named here and nowhere else (docs/ARCHITECTURE.md draws the layout):
+logs/day=D/, logs/_manifest/, rejects/day=D/, features/ (vocabularies, the ingest spec),
+models/vNNNN/, scores/vNNNN/day=D/, slates/, reports/, registry.sqlite, and the folders the
+simulators keep their worlds in. Files are written under a temporary name and renamed into place,
+so a reader (or a crashed run) never sees half a file; temporary names never end in `.parquet`,
+so globs skip them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import shutil
 import uuid
@@ -20,10 +23,23 @@ from typing import Any
 
 import polars as pl
 
+from reloop_cli.columns import DAY, MAIN_CHAIN
 from reloop_cli.errors import BadInput, WorkspaceLocked
 
 TMP_PREFIX = ".tmp-"
 DEFAULT_WORKSPACE = "reloop-workspace"
+
+
+def json_ready(value: Any) -> Any:
+    """`value` with every NaN turned into null, recursively: JSON has no NaN, and a reader
+    (a browser, jq, another language) refuses the bare `NaN` Python would write."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def version_name(version: int) -> str:
@@ -42,6 +58,11 @@ class Workspace:
         return self.root / "logs"
 
     @property
+    def manifests(self) -> Path:
+        """One JSON per ingested batch, written last: it marks the batch done."""
+        return self.logs / "_manifest"
+
+    @property
     def rejects(self) -> Path:
         return self.root / "rejects"
 
@@ -50,21 +71,78 @@ class Workspace:
         return self.root / "features"
 
     @property
+    def stored_spec_path(self) -> Path:
+        """The spec the workspace's logs were ingested with."""
+        return self.features / "spec.json"
+
+    @property
     def models(self) -> Path:
         return self.root / "models"
+
+    @property
+    def scores(self) -> Path:
+        return self.root / "scores"
+
+    @property
+    def slates(self) -> Path:
+        """Logged slates (every candidate of every request) and the logging policy."""
+        return self.root / "slates"
+
+    @property
+    def slate_policy_path(self) -> Path:
+        return self.slates / "policy.json"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
 
     @property
     def registry_path(self) -> Path:
         return self.root / "registry.sqlite"
 
+    @property
+    def synth(self) -> Path:
+        """Where a simulated world's raw day files are written before they are ingested."""
+        return self.root / "synth"
+
+    @property
+    def served(self) -> Path:
+        """Raw logs of what a simulated arm served, before they are ingested."""
+        return self.root / "served"
+
     def log_dir(self, day: str) -> Path:
         return self.logs / f"day={day}"
+
+    def reject_dir(self, day: str) -> Path:
+        return self.rejects / f"day={day}"
+
+    def manifest_path(self, key: str) -> Path:
+        return self.manifests / f"{key}.json"
+
+    def vocab_path(self, scope: str = MAIN_CHAIN) -> Path:
+        """A vocabulary scope's table (the main chain's is `vocab.parquet`)."""
+        name = "vocab.parquet" if scope == MAIN_CHAIN else f"vocab-{scope}.parquet"
+        return self.features / name
 
     def model_dir(self, version: int) -> Path:
         return self.models / version_name(version)
 
     def score_dir(self, version: int, day: str) -> Path:
-        return self.root / "scores" / version_name(version) / f"day={day}"
+        return self.scores / version_name(version) / f"day={day}"
+
+    def slate_dir(self, day: str) -> Path:
+        return self.slates / f"day={day}"
+
+    def world(self, world: int) -> Workspace:
+        """The workspace of simulated world `world` (`simulate --world-seeds`)."""
+        return Workspace(self.root / "worlds" / f"world-{world}")
+
+    def closed_loop_world(self, world: int) -> Path:
+        """Where `simulate --closed-loop` keeps world `world`, an arm's workspace under arms/."""
+        return self.root / "closed-loop" / f"world-{world}"
+
+    def closed_loop_arm(self, world: int, arm: str) -> Workspace:
+        return Workspace(self.closed_loop_world(world) / "arms" / arm)
 
     # --- reading -----------------------------------------------------------------------------
     def days(self) -> list[str]:
@@ -87,7 +165,7 @@ class Workspace:
     def scan_logs(self, days: list[str]) -> pl.LazyFrame:
         """All ingested rows of the given days, lazily, with a `day` column."""
         frames = [
-            pl.scan_parquet(self.log_dir(day) / "*.parquet").with_columns(pl.lit(day).alias("day"))
+            pl.scan_parquet(self.log_dir(day) / "*.parquet").with_columns(pl.lit(day).alias(DAY))
             for day in days
         ]
         return pl.concat(frames, how="diagonal_relaxed")
@@ -113,7 +191,8 @@ class Workspace:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}.part")
         try:
-            tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            text = json.dumps(json_ready(payload), indent=2, sort_keys=True, allow_nan=False)
+            tmp.write_text(text + "\n", encoding="utf-8")
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

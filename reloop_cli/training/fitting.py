@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.distributed.algorithms import Join
 
+from reloop_cli.errors import BadInput
 from reloop_cli.evaluation.metrics import auc, logloss
 from reloop_cli.models.base import CTRModel
 from reloop_cli.runtime import progress
@@ -57,8 +58,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        from reloop_cli.errors import BadInput
-
         raise BadInput("train.device: 'cuda' asked for, but torch sees no GPU here")
     return torch.device(name)
 

@@ -18,21 +18,21 @@ import polars as pl
 import torch
 
 from reloop_cli.columns import IMPRESSION_ID, LABEL, MAIN_CHAIN, Y_LAST
-from reloop_cli.errors import BadInput
 from reloop_cli.features import vocabulary
 from reloop_cli.features.encoding import encode
 from reloop_cli.models import build_model
 from reloop_cli.models.base import CTRModel
 from reloop_cli.spec.layout import categorical_fields, dense_fields, field_slots
 from reloop_cli.spec.pipeline import Spec
-from reloop_cli.store.registry import Registry, now_utc
+from reloop_cli.store.registry import Registry, VersionStatus, now_utc
 from reloop_cli.store.workspace import Workspace
 from reloop_cli.training import distributed
 from reloop_cli.training.environment import environment
-from reloop_cli.training.fitting import fit, resolve_device
+from reloop_cli.training.fitting import FitResult, fit, resolve_device
 from reloop_cli.training.loader import ParquetBatches
+from reloop_cli.training.warm_start import warm_start
 from reloop_cli.training.window import training_rows, window_for
-from reloop_cli.versions.checkpoint import load_version, publish_version
+from reloop_cli.versions.checkpoint import publish_version
 
 
 @dataclass
@@ -90,40 +90,42 @@ def count_without_last(folder: Path, y_last_column: str | None) -> int | None:
     )
 
 
-def _warm_start(
-    model: CTRModel, ws: Workspace, parent: int, spec: Spec, refreshed: vocabulary.Refreshed
-) -> None:
-    """Start from the parent's weights. Embedding rows follow values, not row numbers: a value
-    both versions hold keeps the parent's vector; a new value, or one given a row an evicted
-    value freed, keeps its fresh one. The parent's view comes from the vocabulary just
-    refreshed when it shares the scope (the same table the file holds, not read again)."""
-    view, sizes = refreshed.view, refreshed.sizes
-    parent_model = load_version(ws, parent)
-    parent_state = parent_model.model.state_dict()
-    parent_sizes = parent_model.meta["field_sizes"]
-    own = model.state_dict()
-    if set(parent_state) != set(own):
-        raise BadInput(f"version {parent}: a different model; cannot warm-start from it")
-    parent_view = vocabulary.for_version(ws, parent_model.meta, {refreshed.scope: refreshed.vocab})
-    pairs = vocabulary.kept_rows(spec, parent_view, view, parent_sizes, sizes)
-    for name, module in model.named_modules():
-        if hasattr(module, "copy_rows"):
-            module.copy_rows(parent_state[f"{name}.table.weight"], parent_sizes, pairs)
-    with torch.no_grad():
-        for name, tensor in own.items():
-            if ".table.weight" not in name and parent_state[name].shape == tensor.shape:
-                tensor.copy_(parent_state[name])
-
-
 def _oldest_live_generation(registry: Registry, scope: str) -> int | None:
     """The oldest vocabulary generation a live version of this scope encodes with: closed
     assignments older than it are needed by no live version."""
     generations = [
         v["meta"].get("vocab_generation", 0)
         for v in registry.versions()
-        if v["status"] == "live" and v["meta"].get("vocab_scope", vocabulary.MAIN_SCOPE) == scope
+        if v["status"] == VersionStatus.LIVE
+        and v["meta"].get("vocab_scope", vocabulary.MAIN_SCOPE) == scope
     ]
     return min(generations) if generations else None
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a new version goes: the chain it extends, its parent (None: the chain's live
+    version, unless `use_live_parent` is off, as for a chain's first version), whether it goes
+    live at once, and the vocabulary scope whose values it learns."""
+
+    chain: str = MAIN_CHAIN
+    parent: int | None = None
+    use_live_parent: bool = True
+    promote: bool = True
+    vocab_scope: str = vocabulary.MAIN_SCOPE
+
+
+@dataclass
+class _Prepared:
+    """A version's inputs before fitting: its parent and loss, the window, the encoded rows and
+    the vocabulary they were encoded with."""
+
+    parent: int | None
+    loss: str
+    window: list[str]
+    encoded: pl.LazyFrame
+    refreshed: vocabulary.Refreshed
+    y_last_column: str | None
 
 
 def train_version(
@@ -131,26 +133,59 @@ def train_version(
     registry: Registry,
     spec: Spec,
     day: str,
+    lineage: Lineage = Lineage(),
     *,
-    chain: str = MAIN_CHAIN,
-    parent: int | None = None,
-    use_live_parent: bool = True,
-    promote: bool = True,
     exclude: pl.Expr | None = None,
-    vocab_scope: str = vocabulary.MAIN_SCOPE,
 ) -> TrainResult:
-    """Train, publish and (by default) make live the next version of `chain`; call under lock.
+    """Train, publish and (by default) make live the next version of a chain; call under lock.
 
     Rows matching `exclude` (evaluated on the window's rows, which carry a `day` column) are kept
-    out of training entirely. The window's values update the vocabulary of `vocab_scope` first.
+    out of training entirely. The window's values update the lineage's vocabulary scope first.
     """
     started = time.perf_counter()
     resolve_device(spec.train.device)  # fail before anything is written
-    if parent is None and use_live_parent:
-        parent = registry.live(chain)
+    prepared = _prepare(ws, registry, spec, day, lineage, exclude)
+    torch.manual_seed(spec.train.seed)
+    sizes = prepared.refreshed.sizes
+    model = build_model(spec.model, sizes, len(dense_fields(spec)), field_slots(spec))
+    warm = spec.train.warm_start and prepared.parent is not None
+    if warm:
+        warm_start(model, ws, prepared.parent, spec, prepared.refreshed)
+    # Rank 0 stages the version inside the workspace; other ranks keep their shards elsewhere.
+    main = distributed.is_main()
+    staging = ws.staging_dir(ws.models) if main else Path(tempfile.mkdtemp(prefix="reloop-"))
+    try:
+        result, fitted = _fit(model, spec, prepared, staging)
+        result.chain, result.day, result.warm_start = lineage.chain, day, warm
+        result.seconds = round(time.perf_counter() - started, 3)
+        if main:
+            meta = _meta(result, spec, prepared, sparse=fitted.sparse, scope=lineage.vocab_scope)
+            result.version = publish_version(ws, registry, model, meta, staging)
+            if lineage.promote:
+                registry.set_live(lineage.chain, result.version)
+        result.version = distributed.from_main(result.version)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def _prepare(
+    ws: Workspace,
+    registry: Registry,
+    spec: Spec,
+    day: str,
+    lineage: Lineage,
+    exclude: pl.Expr | None,
+) -> _Prepared:
+    """The parent, the window's rows with ỹ_last, the vocabulary refreshed by them, and the rows
+    encoded with it (lazily)."""
+    parent = lineage.parent
+    if parent is None and lineage.use_live_parent:
+        parent = registry.live(lineage.chain)
     loss = spec.train.loss if parent is not None else "bce"
     window = window_for(ws, day, spec.train.window_days)
-    rows = training_rows(ws, registry, spec, window, parent, loss, chain)
+    rows = training_rows(ws, registry, spec, window, parent, loss, lineage.chain)
     logs = ws.scan_logs(window)  # the vocabulary needs raw values only, not the ỹ_last join
     if exclude is not None:  # e.g. the newest day's holdout slice that judges this version
         rows, logs = rows.filter(~exclude), logs.filter(~exclude)
@@ -159,70 +194,63 @@ def train_version(
         spec,
         logs,
         day,
-        scope=vocab_scope,
-        keep_from=_oldest_live_generation(registry, vocab_scope),
+        scope=lineage.vocab_scope,
+        keep_from=_oldest_live_generation(registry, lineage.vocab_scope),
         save=distributed.is_main(),
     )
-    vocab, sizes = refreshed.view, refreshed.sizes
     y_last_column = Y_LAST if loss != "bce" else None
     columns = [*categorical_fields(spec), *dense_fields(spec), LABEL, IMPRESSION_ID]
-    encoded = encode(rows, spec, vocab, sizes).select(
+    encoded = encode(rows, spec, refreshed.view, refreshed.sizes).select(
         *columns, *([y_last_column] if y_last_column else [])
     )
+    return _Prepared(parent, loss, window, encoded, refreshed, y_last_column)
 
+
+def _fit(
+    model: CTRModel, spec: Spec, prepared: _Prepared, staging: Path
+) -> tuple[TrainResult, FitResult]:
+    """Stream the encoded rows to `staging`, fit the model on them, and count what it saw."""
+    train_data, valid_data = split_to_parquet(
+        prepared.encoded, spec, staging, prepared.y_last_column
+    )
     seed = spec.train.seed
-    torch.manual_seed(seed)
-    model = build_model(spec.model, sizes, len(dense_fields(spec)), field_slots(spec))
-    warm = spec.train.warm_start and parent is not None
-    if warm:
-        _warm_start(model, ws, parent, spec, refreshed)
-    # Rank 0 stages the version inside the workspace; other ranks keep their shards elsewhere.
-    main = distributed.is_main()
-    staging = ws.staging_dir(ws.models) if main else Path(tempfile.mkdtemp(prefix="reloop-"))
-    try:
-        train_data, valid_data = split_to_parquet(encoded, spec, staging, y_last_column)
-        fitted = fit(model, train_data, valid_data, spec.train, loss, spec.train.alpha, seed)
-        without_last = count_without_last(staging, y_last_column)
-        if without_last is not None:
-            without_last = distributed.total(without_last)
-        rows = distributed.total(len(train_data) + (len(valid_data) if valid_data else 0))
-        for path in staging.glob("*.parquet"):
-            path.unlink()
+    fitted = fit(model, train_data, valid_data, spec.train, prepared.loss, spec.train.alpha, seed)
+    without_last = count_without_last(staging, prepared.y_last_column)
+    if without_last is not None:
+        without_last = distributed.total(without_last)
+    rows = distributed.total(len(train_data) + (len(valid_data) if valid_data else 0))
+    for path in staging.glob("*.parquet"):
+        path.unlink()
+    result = TrainResult(
+        version=0,
+        chain="",
+        parent=prepared.parent,
+        day="",
+        window=prepared.window,
+        loss=prepared.loss,
+        alpha=spec.train.alpha,
+        seed=seed,
+        warm_start=False,
+        rows=rows,
+        rows_without_last=without_last,
+        history=fitted.history,
+        best_epoch=fitted.best_epoch,
+    )
+    return result, fitted
 
-        result = TrainResult(
-            version=0,
-            chain=chain,
-            parent=parent,
-            day=day,
-            window=window,
-            loss=loss,
-            alpha=spec.train.alpha,
-            seed=seed,
-            warm_start=warm,
-            rows=rows,
-            rows_without_last=without_last,
-            history=fitted.history,
-            best_epoch=fitted.best_epoch,
-            seconds=round(time.perf_counter() - started, 3),
-        )
-        meta = {
-            **result.to_dict(),
-            "created": now_utc(),
-            "field_sizes": sizes,
-            "embedding_updates": "sparse" if fitted.sparse else "dense",
-            "vocab_scope": vocab_scope,
-            "vocab_generation": refreshed.generation,
-            "vocabulary": refreshed.report()["fields"],
-            "n_dense": len(dense_fields(spec)),
-            "spec": spec.to_dict(),
-            "environment": environment(),
-        }
-        if main:
-            result.version = publish_version(ws, registry, model, meta, staging)
-            if promote:
-                registry.set_live(chain, result.version)
-        result.version = distributed.from_main(result.version)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return result
+
+def _meta(result: TrainResult, spec: Spec, prepared: _Prepared, sparse: bool, scope: str) -> dict:
+    """The version's meta.json: its lineage and training record, the vocabulary it encodes
+    with, the spec it was trained under, and where it ran."""
+    return {
+        **result.to_dict(),
+        "created": now_utc(),
+        "field_sizes": prepared.refreshed.sizes,
+        "embedding_updates": "sparse" if sparse else "dense",
+        "vocab_scope": scope,
+        "vocab_generation": prepared.refreshed.generation,
+        "vocabulary": prepared.refreshed.report()["fields"],
+        "n_dense": len(dense_fields(spec)),
+        "spec": spec.to_dict(),
+        "environment": environment(),
+    }

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 import torch
+from joblib import Parallel, delayed
 
-from reloop_cli.columns import IMPRESSION_ID
+from reloop_cli.columns import IMPRESSION_ID, PCTR
 from reloop_cli.features import vocabulary
 from reloop_cli.features.encoding import encode, to_tensors
 from reloop_cli.models.base import CTRModel
@@ -55,7 +56,7 @@ def predict_frame(loaded: LoadedVersion, ws: Workspace, rows: pl.LazyFrame) -> p
     encoded = encode(rows, loaded.spec, view, loaded.meta["field_sizes"]).collect()
     table = to_tensors(encoded, loaded.spec)
     pctr = predict(loaded.model, table.categorical, table.dense)
-    return pl.DataFrame({IMPRESSION_ID: encoded[IMPRESSION_ID], "pctr": pctr})
+    return pl.DataFrame({IMPRESSION_ID: encoded[IMPRESSION_ID], PCTR: pctr})
 
 
 def score_day(
@@ -94,8 +95,6 @@ def score_days(
                 results.append(score_day(ws, version, day, loaded=loaded, force=force))
                 bar.advance()
         return results
-    from joblib import Parallel, delayed
-
     return Parallel(n_jobs=jobs)(
         delayed(_score_in_worker)(str(ws.root), version, day, force) for day in days
     )

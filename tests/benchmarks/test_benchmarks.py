@@ -1,0 +1,128 @@
+"""The benchmark code runs (tiny sizes); its figures are never asserted as targets here."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.run import main
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow  # subprocesses and ranks: seconds each
+
+
+def test_benchmark_smoke_run_reports_every_figure(capsys):
+    figures = main(["--quick"])
+    assert set(figures) == {
+        "train_rows_per_s",
+        "fraction_of_matmul_limit",
+        "reloop_over_bce",
+        "reloop_loss_extra_per_step",
+        "ingest_rows_per_s",
+        "join_rows_per_s",
+        "score_rows_per_s",
+        "dense_large_over_small",
+        "sparse_large_over_small",
+        "auto_large_over_small",
+        "auto_over_dense_small",
+    }
+    extra = figures.pop("reloop_loss_extra_per_step")  # a difference: may be either sign
+    assert abs(extra) < 1.0
+    assert all(value > 0 for value in figures.values())
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_scale_benchmark_smoke_run_reports_days_and_memory(capsys):
+    from benchmarks.scale import main as scale
+
+    figures = scale(["--days", "3", "--rows", "2000"])
+    assert len(figures["seconds_per_day"]) == 3
+    assert figures["simulate_peak_rss_mib"] > 50  # a Python process with torch: not a zero
+    assert 0.5 < figures["mean_auc"] <= 1.0
+    assert "peak RSS" in capsys.readouterr().out
+
+
+def test_scale_benchmark_runs_with_and_without_eviction_side_by_side(capsys):
+    from benchmarks.scale import main as scale
+
+    figures = scale(
+        [
+            *("--days", "3", "--rows", "2000", "--users", "400", "--items", "300"),
+            *("--new-items", "200", "--new-users", "100", "--lifetime", "2", "--evict-after", "1"),
+        ]
+    )
+    evicting, keeping = figures["runs"]
+    assert evicting["table_rows_per_day"][-1] < keeping["table_rows_per_day"][-1]
+    assert len(evicting["peak_rss_mib_per_day"]) == 3
+    difference = figures["auc_difference"]
+    assert difference["days"] == 3
+    assert difference["per_day"] == [
+        e - k for e, k in zip(evicting["auc_per_day"], keeping["auc_per_day"], strict=True)
+    ]
+    assert "with eviction minus without" in capsys.readouterr().out
+
+
+def test_scale_benchmark_compares_an_eviction_run_with_a_saved_keeping_run(tmp_path):
+    """--against pairs a new evicting run with the per-day AUC of an earlier keeping run, the
+    way a second horizon is measured without repeating the hours-long keeping loop."""
+    from benchmarks.scale import main as scale
+
+    world = [
+        *("--days", "3", "--rows", "2000", "--users", "400", "--items", "300"),
+        *("--new-items", "200", "--new-users", "100", "--lifetime", "2"),
+        *("--workdir", str(tmp_path / "first")),
+    ]
+    first = scale([*world, "--evict-after", "1", "--json", str(tmp_path / "first.json")])
+    world[-1] = str(tmp_path / "second")
+    second = scale([*world, "--evict-after", "1", "--against", str(tmp_path / "first.json")])
+    assert [run["label"] for run in second["runs"]] == ["evict after 1 days"]
+    # The same logs and seeds: the second evicting run repeats the first one's AUC day by day.
+    assert second["auc_difference"]["per_day"] == pytest.approx(
+        first["auc_difference"]["per_day"], abs=1e-9
+    )
+
+
+def test_fuxictr_comparison_reloop_side_runs_on_the_same_split(tmp_path, frappe_dir):
+    """Only reloop's half (FuxiCTR's needs its own venv): same split files, one epoch."""
+    from benchmarks import versus_fuxictr
+
+    counts = versus_fuxictr.write_split_csvs(tmp_path)
+    assert sum(counts.values()) == 86_582
+    assert versus_fuxictr.reloop_preprocess(tmp_path) > 0
+    ours = versus_fuxictr.reloop_train(tmp_path, epochs=1, emb_reg=0.05)
+    assert ours["train_rows"] == counts["train"]
+    assert len(ours["epoch_train_seconds"]) == 1
+    assert ours["test_auc"] > 0.85
+
+
+def test_oracle_gap_benchmark_separates_drift_from_estimation(capsys):
+    from benchmarks.oracle_gap import main as oracle_gap
+
+    figures = oracle_gap(["--seeds", "0", "--days", "3", "--rows", "3000", "--reference"])
+    figures = figures["seed_0"]
+    # Yesterday's tastes and unseen new items can only rank today's clicks worse than the truth.
+    assert 0.5 < figures["stale_oracle_auc"] < figures["oracle_auc"]
+    assert 0 < figures["new_item_share"] < 0.2
+    assert 0.5 < figures["reference_auc"] < figures["oracle_auc"]  # it learns, short of the truth
+    assert "stale oracle" in capsys.readouterr().out
+
+
+def test_embedding_l2_study_trains_every_form(capsys):
+    from benchmarks.embedding_l2 import main as embedding_l2
+
+    files = sorted((REPO / "sample_data").glob("clicks-*.parquet"))[:2]
+    summary = embedding_l2(
+        [
+            *map(str, files),
+            "--spec",
+            str(REPO / "pipelines" / "sample.toml"),
+            "--l2",
+            "0.01",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+        ]
+    )
+    assert [row["rows"] for row in summary] == ["all", "touched", "batch-aware"]
+    assert all(0.5 < row["auc_mean"] < 1 for row in summary)
+    assert "touched" in capsys.readouterr().out
