@@ -25,10 +25,17 @@ FIELDS = 26
 SIZES = (26_000, 260_000, 2_600_000, 10_400_000)
 BATCH = 4096
 BLOCK = 3  # steps in a row of one kind; the first warms the caches for that kind
+CPU = torch.device("cpu")
 
 
-def _step(model, optimizer, batch, l2: float) -> float:
-    categorical, dense, label, y_last = batch
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # kernels run asynchronously: wait for them before the clock
+        torch.cuda.synchronize(device)
+
+
+def _step(model, optimizer, batch, l2: float, device: torch.device = CPU) -> float:
+    categorical, dense, label, y_last = (t.to(device) for t in batch)
+    _sync(device)
     start = time.perf_counter()
     objective = training_loss("reloop", model(categorical, dense), label, y_last, 0.5)
     if (
@@ -38,11 +45,17 @@ def _step(model, optimizer, batch, l2: float) -> float:
     optimizer.zero_grad()
     objective.backward()
     optimizer.step()
+    _sync(device)
     return time.perf_counter() - start
 
 
 def step_times(
-    rows: int, steps: int, hidden: tuple[int, ...], l2: float = 0.0, regularised: bool = True
+    rows: int,
+    steps: int,
+    hidden: tuple[int, ...],
+    l2: float = 0.0,
+    regularised: bool = True,
+    device: torch.device = CPU,
 ) -> dict:
     """Median seconds of a dense and a sparse step with a table of `rows` rows; `regularised`:
     batch norm and dropout 0.2, as the shipped Avazu and Criteo specs train this network."""
@@ -66,7 +79,7 @@ def step_times(
     models = {}
     for kind in ("dense", "sparse"):
         torch.manual_seed(0)
-        model = build_model(spec, sizes, 0)
+        model = build_model(spec, sizes, 0).to(device)
         models[kind] = (model, Optimizer(model, 1e-3, kind == "sparse", l2))
     times = {"dense": [], "sparse": []}
     # Rounds alternate the two, BLOCK steps each, the first of each block not counted: a dense
@@ -75,7 +88,7 @@ def step_times(
     for _ in range(-(-steps // (BLOCK - 1))):
         for kind, (model, optimizer) in models.items():
             for index in range(BLOCK):
-                seconds = _step(model, optimizer, batch(), l2)
+                seconds = _step(model, optimizer, batch(), l2, device)
                 if index:
                     times[kind].append(seconds)
     return {kind: statistics.median(values) for kind, values in times.items()}

@@ -20,10 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from reloop_cli import __version__
-from reloop_cli.errors import EXIT_INTERNAL, ReloopError
+from reloop_cli.cli.group import ReloopGroup
+from reloop_cli.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, ReloopError, storage_problem
 from reloop_cli.store.workspace import json_ready
 
 app = typer.Typer(
+    cls=ReloopGroup,
     help="Keep a CTR model fresh: retrain daily, each version learning from its parent's mistakes.",
     no_args_is_help=True,
     add_completion=True,
@@ -47,7 +49,7 @@ MlflowOpt = Annotated[
     typer.Option(
         "--mlflow",
         envvar="RELOOP_MLFLOW_URI",
-        help="Also track in MLflow at this URI, e.g. sqlite:///mlflow.db (needs reloop[mlflow]).",
+        help="Also track in MLflow at this URI, e.g. sqlite:///mlflow.db (needs the mlflow extra).",
     ),
 ]
 DeviceOpt = Annotated[
@@ -68,13 +70,24 @@ def _main(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    log_json: Annotated[
+        bool, typer.Option("--log-json", help="Log JSON lines on stderr (reloop run, serve).")
+    ] = False,
 ) -> None:
-    if debug:
-        os.environ["RELOOP_DEBUG"] = "1"
-    _options["quiet"] = quiet
+    """Global options; they may also follow the subcommand (`reloop simulate --quiet`)."""
+    _options.update(debug=debug, quiet=quiet, log_json=log_json)
 
 
-_options = {"quiet": False}
+_options = {"debug": False, "quiet": False, "log_json": False}
+
+
+def _debugging() -> bool:
+    return _options["debug"] or bool(os.environ.get("RELOOP_DEBUG"))
+
+
+def log_as_json() -> bool:
+    """Whether `--log-json` was given (anywhere on the command line)."""
+    return _options["log_json"]
 
 
 def run_stage(action: Callable[[], T]) -> T:
@@ -86,16 +99,24 @@ def run_stage(action: Callable[[], T]) -> T:
         with show_progress(not _options["quiet"]):
             return action()
     except ReloopError as error:
-        if os.environ.get("RELOOP_DEBUG"):
+        if _debugging():
             raise
         err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted; the workspace is unchanged by the unfinished step")
         raise typer.Exit(130) from None
-    except Exception as error:  # a bug: say so, and how to see it
-        if os.environ.get("RELOOP_DEBUG"):
+    except Exception as error:  # a bug, unless the machine refused a write
+        if _debugging():
             raise
+        problem = storage_problem(error)
+        if problem is not None:
+            err.print(
+                f"[bold red]error:[/] {problem}; every write is atomic, so nothing was left "
+                "half-written: make room (or fix the permissions) and run again",
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_BAD_INPUT) from None
         err.print(
             f"[bold red]internal error:[/] {type(error).__name__}: {error} (rerun with --debug)"
         )

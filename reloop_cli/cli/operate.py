@@ -19,6 +19,7 @@ from reloop_cli.cli.common import (
     app,
     emit_json,
     fmt,
+    log_as_json,
     out,
     run_stage,
 )
@@ -57,7 +58,6 @@ def run_command(
     day: Annotated[str | None, typer.Option(help="Re-run (backfill) this day.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Say what would happen; write nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Promote even if the gate refuses.")] = False,
-    log_json: Annotated[bool, typer.Option(help="Log JSON lines on stderr.")] = False,
     mlflow: MlflowOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -73,7 +73,7 @@ def run_command(
     from reloop_cli.spec.pipeline import load_spec
     from reloop_cli.store.registry import Registry
 
-    _setup_logging(log_json)
+    _setup_logging(log_as_json())
     ws = Workspace(workspace)
     command = " ".join(
         ["run", f"--logs={logs}"]
@@ -104,7 +104,7 @@ def run_command(
     if as_json:
         emit_json(result.to_dict())
     else:
-        out.print(_cycle_summary(result))
+        out.print(_cycle_summary(result), soft_wrap=True)
     exit_codes = {
         CycleOutcome.REJECTED: EXIT_GATE_REFUSED,
         CycleOutcome.INCONCLUSIVE: EXIT_INCONCLUSIVE,
@@ -127,7 +127,8 @@ def _late_summary(result) -> str:
 
 
 def _cycle_summary(result) -> str:
-    return _late_summary(result) + _cycle_outcome(result)
+    warnings = "".join(f"new values: {line}\n" for line in result.novelty_warnings)
+    return _late_summary(result) + warnings + _cycle_outcome(result)
 
 
 def _cycle_outcome(result) -> str:
@@ -144,8 +145,9 @@ def _cycle_outcome(result) -> str:
             f"live is v{result.live_after}"
         )
     gate, candidate = result.gate, result.gate.candidate
+    started = f" ({result.started})" if result.started else ""
     text = (
-        f"{result.day}: candidate v{result.candidate} on {candidate.rows:,} holdout rows "
+        f"{result.day}: candidate v{result.candidate}{started} on {candidate.rows:,} holdout rows "
         f"({candidate.clicks:,} clicks): AUC {fmt(candidate.auc)}, "
         f"Logloss {fmt(candidate.logloss)}"
     )

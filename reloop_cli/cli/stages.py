@@ -148,6 +148,14 @@ def ingest(
     verb = "appended to" if result.late_policy == "append" else "rejected for"
     for day, rows in sorted(result.late_rows.items()):
         out.print(f"[yellow]late:[/] {rows:,} row(s) {verb} {day}, a day ingested before")
+    for day, rows in sorted(result.duplicates.items()):
+        relabelled = result.relabelled.get(day, 0)
+        changed = (
+            f" ({relabelled:,} with another label; the first label kept)" if relabelled else ""
+        )
+        out.print(
+            f"[yellow]duplicates:[/] {rows:,} impression(s) of {day} held already, skipped{changed}"
+        )
     for path in result.skipped:
         out.print(f"[yellow]already ingested, skipped:[/] {path}")
 
@@ -221,7 +229,7 @@ def train(
             if result.rows_without_last is not None
             else ""
         )
-        + f", {result.seconds:.1f}s"
+        + f", {result.started.describe()}, {result.seconds:.1f}s"
         + (" [live]" if promote else " [candidate]")
     )
 

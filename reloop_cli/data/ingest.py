@@ -5,7 +5,9 @@ Every row is checked against the spec; a file whose bad rows exceed `data.max_re
 that are refused within the allowance go to rejects/ with their reason.
 
 Ingest is idempotent: each batch is keyed by the content of its files (and their partition
-folders), and a key already in logs/_manifest/ is skipped.
+folders), and a key already in logs/_manifest/ is skipped; with `data.impression_id`, a row whose
+id the day holds already is a duplicate (`duplicates.py`), so a re-exported day adds only its new
+impressions. Categorical values are read in one canonical form per column (`column_types.py`).
 
 Rows are dated by `timestamps.read_time` (any time type, in the workspace's `data.timezone`).
 A row dated on or before the newest day the workspace held when the ingest began is late: with
@@ -22,7 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -39,14 +41,16 @@ from reloop_cli.columns import (
     SERVED_PCTR,
     TS,
 )
-from reloop_cli.data import timestamps
+from reloop_cli.data import column_types
+from reloop_cli.data.column_types import ColumnType
+from reloop_cli.data.duplicates import drop_held, held_rows
 from reloop_cli.data.inputs import InputFile, expand
 from reloop_cli.data.manifest import file_digest, ingested_before
 from reloop_cli.data.readers import ROW, read_raw
+from reloop_cli.data.rows import assign_days, check_rejects, normalise, require_columns
 from reloop_cli.errors import BadInput
 from reloop_cli.runtime import progress
 from reloop_cli.runtime.faults import crash_point
-from reloop_cli.spec.data import DataSpec
 from reloop_cli.spec.pipeline import Spec
 from reloop_cli.store.registry import now_utc
 from reloop_cli.store.stored_spec import check_spec_fits, remember_spec
@@ -78,132 +82,8 @@ class IngestResult:
     late_rows: dict[str, int] = field(default_factory=dict)  # per day the workspace held already
     late_policy: str = "append"  # what happened to them: appended, or rejected
     time_notes: list[str] = field(default_factory=list)  # how the time column was read
-
-
-def _require_columns(path: Path, frame: pl.DataFrame, data: DataSpec) -> None:
-    wanted = [("label", data.label)]
-    wanted += [("categorical field", c) for c in data.categorical]
-    wanted += [("numeric field", c) for c in data.numeric]
-    wanted += [("multivalued field", c) for c in data.multivalued]
-    for role, column in (
-        ("time column", data.time_column),
-        ("impression id column", data.impression_id),
-        ("pctr column", data.pctr),
-        ("oracle column", data.oracle),
-        ("request id column", data.request_id),
-        ("propensity column", data.propensity),
-    ):
-        if column:
-            wanted.append((role, column))
-    for role, column in wanted:
-        if column not in frame.columns:
-            shown = ", ".join(c for c in frame.columns if c != ROW)
-            raise BadInput(f"{path}: missing {role} '{column}' (columns: {shown})")
-
-
-def _shown(column: str) -> pl.Expr:
-    """A raw value as it reads in an error message (a null would blank the whole message)."""
-    return pl.col(column).cast(pl.String).fill_null("(empty)")
-
-
-def _as_float(column: str) -> pl.Expr:
-    return pl.col(column).cast(pl.Float64, strict=False)
-
-
-def _as_value_list(column: str, dtype: pl.DataType, separator: str) -> pl.Expr:
-    """A multivalued field as a list of strings: a list column's items, or a string split at
-    `separator`; blanks are dropped and a null becomes the empty list."""
-    if isinstance(dtype, (pl.List, pl.Array)):
-        values = pl.col(column).cast(pl.List(pl.String))
-    else:
-        values = pl.col(column).cast(pl.String).str.split(separator)
-    item = pl.element().str.strip_chars()
-    return values.list.eval(item.filter(item != "")).fill_null([])
-
-
-def _normalise(
-    frame: pl.DataFrame, data: DataSpec, identity: str, today: date | None
-) -> tuple[pl.DataFrame, str | None]:
-    """Canonical columns (and `day`, for logs with a time column) plus a `reject_reason` that is
-    null for a good row; and how the time column was read."""
-    label = _as_float(data.label)
-    checks: list[tuple[pl.Expr, pl.Expr]] = [
-        (
-            ~label.is_in([0.0, 1.0]).fill_null(False),
-            pl.format("label '{}' is not 0 or 1", _shown(data.label)),
-        )
-    ]
-    for column in data.numeric:
-        bad = pl.col(column).is_not_null() & _as_float(column).is_null()
-        checks.append((bad, pl.format("numeric field '" + column + "' = '{}'", _shown(column))))
-    columns = [
-        (
-            pl.col(data.impression_id).cast(pl.String)
-            if data.impression_id
-            else pl.format(identity[:12] + ":{}", pl.col(ROW))
-        ).alias(IMPRESSION_ID),
-        label.cast(pl.Int8, strict=False).alias(LABEL),
-        *[pl.col(c).cast(pl.String) for c in data.categorical],
-        *[_as_float(c) for c in data.numeric],
-        *[_as_value_list(c, frame.schema[c], data.multivalued_separator) for c in data.multivalued],
-    ]
-    note = None
-    if data.time_column:
-        frame, reading = timestamps.date_rows(frame, data, today)
-        problem = pl.col(timestamps.PROBLEM)
-        checks.append((problem.is_not_null(), problem))
-        columns += [pl.col(timestamps.TS).alias(TS), pl.col(timestamps.DAY).alias(DAY)]
-        note = f"time column '{data.time_column}': {reading}"
-    if data.pctr:  # missing is allowed: traffic served without a model (ỹ_last: none)
-        pctr = _as_float(data.pctr)
-        given = pl.col(data.pctr).is_not_null()
-        bad = given & ~pctr.is_between(0, 1).fill_null(False)
-        checks.append((bad, pl.format("pctr '{}' not in [0, 1]", _shown(data.pctr))))
-        columns.append(pctr.alias(SERVED_PCTR))
-    if data.propensity:
-        propensity = _as_float(data.propensity)
-        bad = ~((propensity > 0) & (propensity <= 1)).fill_null(False)
-        checks.append((bad, pl.format("propensity '{}' not in (0, 1]", _shown(data.propensity))))
-        columns.append(propensity.alias(PROPENSITY))
-    if data.request_id:
-        checks.append((pl.col(data.request_id).is_null(), pl.lit("request id is empty")))
-        columns.append(pl.col(data.request_id).cast(pl.String).alias(REQUEST_ID))
-    if data.oracle:
-        columns.append(_as_float(data.oracle).alias(ORACLE))
-    if data.impression_id:
-        checks.append((pl.col(data.impression_id).is_null(), pl.lit("impression id is empty")))
-        checks.append(
-            (pl.col(data.impression_id).is_duplicated(), pl.lit("impression id is duplicated"))
-        )
-    reason = pl.lit(None, dtype=pl.String)
-    for bad, text in reversed(checks):
-        reason = pl.when(bad).then(text).otherwise(reason)
-    return frame.select(pl.col(ROW), *columns, reason.alias(REJECT_REASON)), note
-
-
-def _assign_days(frame: pl.DataFrame, data: DataSpec, days: int | None, start: str) -> pl.DataFrame:
-    """Calendar day from the time column, or `days` pseudo-days in row order."""
-    if data.time_column:
-        return frame.with_columns(pl.col(DAY).fill_null("unknown"))
-    n_days = days or 1
-    first = date.fromisoformat(start)
-    names = pl.Series(DAY, [(first + timedelta(days=i)).isoformat() for i in range(n_days)])
-    position = pl.Series(range(frame.height), dtype=pl.Int64) * n_days // frame.height
-    return frame.with_columns(names.gather(position))
-
-
-def _check_rejects(path: Path, frame: pl.DataFrame, data: DataSpec) -> None:
-    bad = frame.filter(pl.col(REJECT_REASON).is_not_null())
-    if bad.height == 0:
-        return
-    allowed = data.max_reject_fraction * frame.height
-    if data.max_reject_fraction == 0 or bad.height > allowed:
-        first = bad.row(0, named=True)
-        raise BadInput(
-            f"{path}: row {first[ROW]}: {first[REJECT_REASON]} "
-            f"({bad.height} bad of {frame.height} rows; data.max_reject_fraction="
-            f"{data.max_reject_fraction})"
-        )
+    duplicates: dict[str, int] = field(default_factory=dict)  # per day: impressions held already
+    relabelled: dict[str, int] = field(default_factory=dict)  # of those, arriving with new labels
 
 
 def load_files(
@@ -213,51 +93,68 @@ def load_files(
     start: str,
     notes: list[str] | None = None,
     today: date | None = None,
+    forms: dict[str, ColumnType] | None = None,
 ) -> pl.DataFrame:
     """Read, validate and day-assign a batch of files; raises before anything is written. How
-    the time column was read is appended to `notes`, once per distinct reading."""
+    the time column was read is appended to `notes`, once per distinct reading. `forms`: the
+    recorded form of each categorical column, checked and updated file by file (None: not
+    checked, as for the static protocol's files)."""
     frames = []
     with progress.task("reading logs", len(sources)) as bar:
         for source in sources:
             source = source if isinstance(source, InputFile) else InputFile(Path(source))
-            frame, note = _load_one(source, spec, today)
+            frame, note = _load_one(source, spec, today, forms)
             if note and notes is not None and note not in notes:
                 notes.append(note)
             frames.append(frame)
             bar.advance()
     batch = pl.concat(frames, how="vertical")
-    return _assign_days(batch, spec.data, days, start)
+    return assign_days(batch, spec.data, days, start)
 
 
-def _load_one(source: InputFile, spec: Spec, today: date | None) -> tuple[pl.DataFrame, str | None]:
+def _load_one(
+    source: InputFile, spec: Spec, today: date | None, forms: dict[str, ColumnType] | None
+) -> tuple[pl.DataFrame, str | None]:
     """One file read, checked and normalised, with its source name."""
     path = source.path
     raw = read_raw(source, spec.data)
-    _require_columns(path, raw.frame, spec.data)
+    require_columns(path, raw.frame, spec.data)
     try:
-        frame, note = _normalise(raw.frame, spec.data, source.identity(file_digest(path)), today)
+        rows = normalise(raw.frame, spec.data, source.identity(file_digest(path)), today)
     except pl.exceptions.PolarsError as err:
         reason = str(err).strip().splitlines()[0]
         raise BadInput(f"{path}: cannot read its columns with {spec.source}: {reason}") from None
+    if forms is not None:
+        for column, seen in rows.forms.items():
+            forms[column] = column_types.check_form(str(path), column, forms.get(column), seen)
+    frame = rows.frame
     if raw.malformed.height:
         malformed = raw.malformed.rename({"reason": REJECT_REASON})
         frame = pl.concat([frame, malformed], how="diagonal").sort(ROW)
-    _check_rejects(path, frame, spec.data)
-    return frame.with_columns(pl.lit(str(path)).alias("_file")), note
+    check_rejects(path, frame, spec.data)
+    return frame.with_columns(pl.lit(str(path)).alias("_file")), rows.time_note
 
 
 @dataclass
 class _StagedBatch:
-    """A validated batch written under the staging folder, with where each file belongs."""
+    """A validated batch written under the staging folder: its good rows and its refused rows
+    per day, and what it held (counts are final once `_settle` has run)."""
 
     key: str
     files: list[str]
-    moves: list[tuple[Path, Path]]  # staged file -> its place in the workspace
+    logs: dict[str, Path]  # day -> staged good rows
+    rejects: dict[str, Path]  # day -> staged refused rows
     rows_per_day: dict[str, int]
-    rows: int
     rejected: int
     late_rows: dict[str, int]
     notes: list[str]
+    forms: dict[str, ColumnType]
+    duplicates: dict[str, int] = field(default_factory=dict)
+    relabelled: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_per_day.values())
 
 
 def _late_rows(good: pl.DataFrame, newest: str | None) -> pl.Expr | None:
@@ -265,6 +162,13 @@ def _late_rows(good: pl.DataFrame, newest: str | None) -> pl.Expr | None:
     if newest is None or DAY not in good.columns:
         return None
     return pl.col(DAY) <= newest
+
+
+def _by_day(frame: pl.DataFrame):
+    """(day, its rows in file order) for each day, in order of first appearance; a filter per
+    day measured 2.5x faster than `partition_by(maintain_order=True)` on 10M rows."""
+    for day in frame.get_column(DAY).unique(maintain_order=True).to_list():
+        yield day, frame.filter(pl.col(DAY) == day)
 
 
 def _stage_batch(
@@ -276,10 +180,12 @@ def _stage_batch(
     days: int | None,
     start: str,
     newest: str | None,
+    forms: dict[str, ColumnType],
 ) -> _StagedBatch:
     """Read and validate one batch and write its day parts under `staging`; raises if bad."""
     notes: list[str] = []
-    batch = load_files(group, spec, days, start, notes)
+    forms = dict(forms)
+    batch = load_files(group, spec, days, start, notes, forms=forms)
     good = batch.filter(pl.col(REJECT_REASON).is_null())
     bad = batch.filter(pl.col(REJECT_REASON).is_not_null())
     late_rows: dict[str, int] = {}
@@ -295,30 +201,66 @@ def _stage_batch(
             bad = pl.concat([bad, late.with_columns(reason.alias(REJECT_REASON))], how="vertical")
             good = good.filter(~is_late)
     good = good.drop(REJECT_REASON, "_file", ROW)
-    moves, rows_per_day = [], {}
-    for (day,), part in good.partition_by(DAY, as_dict=True, maintain_order=True).items():
-        staged = staging / key / f"logs-{day}.parquet"
-        ws.write_parquet(part.drop(DAY), staged)
-        moves.append((staged, ws.log_dir(day) / f"part-{key}.parquet"))
+    logs, rejects, rows_per_day = {}, {}, {}
+    for day, part in _by_day(good):
+        logs[day] = staging / key / f"logs-{day}.parquet"
+        ws.write_parquet(part.drop(DAY), logs[day])
         rows_per_day[day] = part.height
-    for (day,), part in bad.partition_by(DAY, as_dict=True, maintain_order=True).items():
-        staged = staging / key / f"rejects-{day}.parquet"
-        ws.write_parquet(part.rename({"_file": "source_file", ROW: "source_row"}), staged)
-        moves.append((staged, ws.reject_dir(day) / f"part-{key}.parquet"))
+    for day, part in _by_day(bad):
+        rejects[day] = staging / key / f"rejects-{day}.parquet"
+        ws.write_parquet(part.rename({"_file": "source_file", ROW: "source_row"}), rejects[day])
     files = sorted(set(batch["_file"]))
-    return _StagedBatch(key, files, moves, rows_per_day, good.height, bad.height, late_rows, notes)
+    return _StagedBatch(
+        key, files, logs, rejects, rows_per_day, bad.height, late_rows, notes, forms
+    )
+
+
+def _settle(
+    ws: Workspace, spec: Spec, staged: list[_StagedBatch], forms: dict[str, ColumnType]
+) -> None:
+    """Before anything moves: drop the impressions each day holds already (from earlier ingests
+    or an earlier batch of this one), refusing them with `data.duplicate_impressions =
+    "reject"`, and check that every batch's categorical columns keep their form."""
+    added: dict[str, list[pl.DataFrame]] = {}  # day -> rows staged by earlier batches
+    for batch in staged:
+        for column, seen in batch.forms.items():
+            forms[column] = column_types.check_form(
+                ", ".join(batch.files), column, forms.get(column), seen
+            )
+        if not spec.data.impression_id:
+            continue
+        for day, path in batch.logs.items():
+            held = pl.concat([held_rows(ws, day, f"part-{batch.key}.parquet"), *added.get(day, [])])
+            found = drop_held(ws, path, held)
+            if found.rows and spec.data.duplicate_impressions == "reject":
+                raise BadInput(
+                    f"{', '.join(batch.files)}: {found.rows:,} impression(s) of {day} the "
+                    f"workspace holds already, e.g. '{found.example}' "
+                    '(data.duplicate_impressions = "reject")'
+                )
+            if found.rows:
+                batch.duplicates[day], batch.relabelled[day] = found.rows, found.relabelled
+                batch.rows_per_day[day] -= found.rows
+                if day in batch.late_rows:
+                    batch.late_rows[day] -= found.rows
+            added.setdefault(day, []).append(pl.read_parquet(path, columns=[IMPRESSION_ID, LABEL]))
+        batch.late_rows = {day: n for day, n in batch.late_rows.items() if n}
 
 
 def _commit_batch(ws: Workspace, batch: _StagedBatch, result: IngestResult) -> None:
     """Move a staged batch into place, then write its manifest (which marks it done)."""
-    for staged, target in batch.moves:
+    part = f"part-{batch.key}.parquet"
+    # A day whose every row was held already gets no (empty) part.
+    moves = [(p, ws.log_dir(d) / part) for d, p in batch.logs.items() if batch.rows_per_day[d]]
+    moves += [(p, ws.reject_dir(d) / part) for d, p in batch.rejects.items()]
+    for staged, target in moves:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, target)
     crash_point("ingest")  # day files in place, manifest not yet: a rerun rewrites the same files
-    for day, rows in batch.rows_per_day.items():
-        result.rows_per_day[day] = result.rows_per_day.get(day, 0) + rows
-    for day, rows in batch.late_rows.items():
-        result.late_rows[day] = result.late_rows.get(day, 0) + rows
+    for name in ("rows_per_day", "late_rows", "duplicates", "relabelled"):
+        totals = getattr(result, name)
+        for day, rows in getattr(batch, name).items():
+            totals[day] = totals.get(day, 0) + rows
     result.rows += batch.rows
     result.rejected += batch.rejected
     result.time_notes += [n for n in batch.notes if n not in result.time_notes]
@@ -330,6 +272,8 @@ def _commit_batch(ws: Workspace, batch: _StagedBatch, result: IngestResult) -> N
         "ingested_at": now_utc(),
         "late_rows": batch.late_rows,
         "late_policy": result.late_policy,
+        "duplicates": batch.duplicates,
+        "relabelled_duplicates": batch.relabelled,
     }
     ws.write_json(manifest, ws.manifest_path(batch.key))
 
@@ -386,21 +330,19 @@ def ingest(
         return result
     held = ws.days()
     newest = held[-1] if held else None
+    forms = column_types.load(ws)
     created = ws.missing_folders(ws.logs)
     staging = ws.staging_dir(ws.logs)
     try:
-        if jobs > 1 and len(pending) > 1:
-            staged = Parallel(n_jobs=jobs)(
-                delayed(_stage_batch)(ws, staging, key, group, spec, days, start, newest)
-                for key, group in pending
-            )
-        else:
-            staged = [
-                _stage_batch(ws, staging, key, group, spec, days, start, newest)
-                for key, group in pending
-            ]
+        stage = delayed(_stage_batch) if jobs > 1 and len(pending) > 1 else _stage_batch
+        batches = [
+            stage(ws, staging, k, group, spec, days, start, newest, forms) for k, group in pending
+        ]
+        staged = Parallel(n_jobs=jobs)(batches) if stage is not _stage_batch else batches
+        _settle(ws, spec, staged, forms)
         for batch in staged:  # all files validated: only now touch the workspace
             _commit_batch(ws, batch, result)
+        column_types.save(ws, forms)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         ws.prune_empty(created)  # a refused batch leaves no folder it made

@@ -27,6 +27,7 @@ from reloop_cli.evaluation.metrics import auc, logloss
 from reloop_cli.evaluation.statistics import Estimate, across_repeats
 from reloop_cli.features import vocabulary
 from reloop_cli.features.encoding import TensorTable, encode, to_tensors
+from reloop_cli.features.hashing import SPLIT_METHOD, bucket_of
 from reloop_cli.models import MODELS, build_model
 from reloop_cli.spec.layout import dense_fields, field_slots
 from reloop_cli.spec.pipeline import Spec
@@ -104,6 +105,7 @@ class ReproduceResult:
     def to_dict(self) -> dict:
         return {
             "split": self.split,
+            "split_method": SPLIT_METHOD,
             "rows": self.rows,
             "seeds": self.seeds,
             "results": [
@@ -147,7 +149,7 @@ def split_rows(
         parts = [_load_rows(ws, spec, [f]) for f in files]
         return dict(zip(("train", "valid", "test"), parts, strict=True))
     rows = _load_rows(ws, spec, files)
-    bucket = (pl.col(IMPRESSION_ID).hash(split_seed) % SPLIT_BUCKETS).alias("_bucket")
+    bucket = bucket_of(IMPRESSION_ID, split_seed, SPLIT_BUCKETS).alias("_bucket")
     rows = rows.with_columns(bucket)
     train_end = round(split[0] * SPLIT_BUCKETS)
     valid_end = round((split[0] + split[1]) * SPLIT_BUCKETS)

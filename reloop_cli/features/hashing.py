@@ -41,3 +41,33 @@ def hashed_rows(values: pl.Series, buckets: int) -> pl.Series:
     """Rows 1..buckets of a hashed field (0 stays the out-of-vocabulary row)."""
     rows = (fnv1a64(values) % np.uint64(buckets)).astype(np.int64) + 1
     return pl.Series(values.name, rows, dtype=pl.Int32)
+
+
+# The split method recorded with each version: a change to `stable_buckets` must rename it.
+SPLIT_METHOD = "fnv1a64-splitmix64-v1"
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: spreads a seed's small changes over every bit (uint64 wraps)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def stable_buckets(values: pl.Series, seed: int, buckets: int) -> pl.Series:
+    """Each value's bucket in 0..buckets-1 under `seed`: FNV-1a-64 of the value, mixed with the
+    seed by SplitMix64. Fixed by its definition, so a split (the validation slice, the gate's
+    holdout, the static protocol's 8:1:1) is the same rows in every process and release."""
+    seeded = fnv1a64(values) ^ (np.uint64(seed % 2**64) * GOLDEN)
+    rows = (_splitmix64(seeded) % np.uint64(buckets)).astype(np.int64)
+    return pl.Series(values.name, rows, dtype=pl.Int64)
+
+
+def bucket_of(column: str, seed: int, buckets: int = 10_000) -> pl.Expr:
+    """`stable_buckets` of a column, as an expression (row by row, so it streams)."""
+    return pl.col(column).map_batches(
+        lambda values: stable_buckets(values, seed, buckets),
+        return_dtype=pl.Int64,
+        is_elementwise=True,
+    )

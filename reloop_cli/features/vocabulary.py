@@ -165,20 +165,45 @@ def update(
     docstring for the rules. `keep_from`: the oldest generation a live version uses (closed
     assignments older than that are dropped)."""
     new_generation = generation(vocab) + 1
-    parts, reports = [], {}
+    parts, reports = {}, {}
+    # One pass splits the table by field; the result is sorted field by field (each part on its
+    # integer keys) and laid out in field order: the order one sort by (field, index, since) of
+    # the whole table gives, without sorting 7.8M rows on a text key (most of a nightly update
+    # at that size, docs/BENCHMARKS.md).
+    by_field = _by_field(vocab)
     for name, policy in _policies(spec).items():
-        mine = vocab.filter(pl.col("field") == name)
         if policy.hash_buckets:
             reports[name] = FieldReport(live=policy.hash_buckets, hashed=policy.hash_buckets)
             continue
+        mine = by_field.get((name,), empty())
         counts = value_counts(spec, name, rows)
-        parts.append(_update_field(mine, counts, policy, day, new_generation, name, reports))
+        part = _update_field(mine, counts, policy, day, new_generation, name, reports)
+        parts[name] = part.sort("index", "since")
     # Nothing opened or closed: the assignments and so the generation stay (counts and last
     # days are refreshed all the same); that is what makes an update idempotent.
-    result = pl.concat(parts, how="vertical") if parts else empty()
+    ordered = [parts[name] for name in sorted(parts)]
+    result = pl.concat(ordered, how="vertical") if ordered else empty()
     if keep_from is not None:
         result = result.filter(pl.col("until").is_null() | (pl.col("until") > keep_from))
-    return result.sort("field", "index", "since"), reports
+    return result, reports
+
+
+def _by_field(vocab: pl.DataFrame) -> dict[tuple[str], pl.DataFrame]:
+    """The table's rows per field. A saved table is sorted by field, so each field is one run
+    of rows, sliced without copying; any other order is partitioned."""
+    if vocab.height == 0:
+        return {}
+    fields = vocab.get_column("field")
+    if not fields.is_sorted():
+        return vocab.partition_by("field", as_dict=True)
+    runs = fields.rle()
+    starts = np.concatenate([[0], np.cumsum(runs.struct.field("len").to_numpy())[:-1]])
+    return {
+        (name,): vocab.slice(int(start), int(length))
+        for name, start, length in zip(
+            runs.struct.field("value"), starts, runs.struct.field("len"), strict=True
+        )
+    }
 
 
 def _update_field(
@@ -211,20 +236,25 @@ def _update_field(
     )
     if day is not None:
         candidates = candidates.with_columns(pl.col("last_day").fill_null(day))
-    pool = pl.concat(
-        [
-            live.filter(~stale).select("value", "count", "last_day", pl.lit(True).alias("live")),
-            candidates.with_columns(pl.lit(False).alias("live")),
-        ],
-        how="vertical",
-    )
     if policy.max_rows:  # only a capacity needs the ranking (millions of values to sort)
+        pool = pl.concat(
+            [
+                live.filter(~stale).select(
+                    "value", "count", "last_day", pl.lit(True).alias("live")
+                ),
+                candidates.with_columns(pl.lit(False).alias("live")),
+            ],
+            how="vertical",
+        )
         pool = pool.sort(["count", "live", "value"], descending=[True, True, False])
         pool = pool.head(policy.max_rows)
-    kept = pool.filter(pl.col("live")).select("value")
-    admitted = pool.filter(~pl.col("live")).sort("value")
-    evicted = live.join(kept, on="value", how="anti", maintain_order="left")
-    staying = live.join(kept, on="value", how="semi", maintain_order="left")
+        kept = pool.filter(pl.col("live")).select("value")
+        admitted = pool.filter(~pl.col("live")).drop("live").sort("value")
+        evicted = live.join(kept, on="value", how="anti", maintain_order="left")
+        staying = live.join(kept, on="value", how="semi", maintain_order="left")
+    else:  # every fresh value stays, every stale one goes: no ranking, no join
+        admitted = candidates.sort("value")
+        evicted, staying = live.filter(stale), live.filter(~stale)
     rows_free = _free_rows(mine, staying["index"], admitted.height)
     opened = admitted.select(
         pl.lit(name).alias("field"),
@@ -281,7 +311,9 @@ def refresh(
     `save=False`, as every rank but the first does under torchrun, only compute it)."""
     before = load(ws, scope)
     after, reports = update(before, spec, rows, day, keep_from)
-    if save and not after.equals(before.sort("field", "index", "since")):
+    # A saved table is in update's order, so an unchanged one compares equal as it stands (one
+    # written by an older release in another order is written again, once).
+    if save and not after.equals(before):
         crash_point("vocab")  # computed, not yet written: the old vocabulary must stay
         ws.write_parquet(after, ws.vocab_path(scope))
     now = generation(after)

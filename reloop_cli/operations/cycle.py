@@ -17,10 +17,12 @@ from enum import Enum
 import polars as pl
 
 from reloop_cli.columns import DAY, MAIN_CHAIN, REJECT_REASON, SERVED_PCTR
+from reloop_cli.data import column_types
 from reloop_cli.data.ingest import IngestResult, ingest, load_files
 from reloop_cli.data.inputs import InputFile, discover
 from reloop_cli.data.manifest import is_ingested
 from reloop_cli.errors import BadInput
+from reloop_cli.features.novelty import jumps, novelty
 from reloop_cli.operations.gate import GateOutcome, GateVerdict, holdout_expr, run_gate
 from reloop_cli.runtime.faults import crash_point
 from reloop_cli.spec.pipeline import Spec
@@ -57,10 +59,17 @@ class CycleResult:
     candidate: int | None = None
     live_after: int | None = None
     gate: GateVerdict | None = None
+    started: str | None = None  # how the candidate's weights began (warm start, or why not)
     forced: bool = False
     plan: list[str] = field(default_factory=list)
     late_rows: dict[str, int] = field(default_factory=dict)  # rows added to days held already
     late_policy: str = "append"
+    duplicates: dict[str, int] = field(default_factory=dict)  # impressions held already, skipped
+    relabelled: dict[str, int] = field(default_factory=dict)  # of those, arriving with new labels
+    # per field: the share of the day's values no earlier day of the window held, and the day
+    # before's; `novelty_warnings` says where it jumped
+    new_values: dict[str, dict] = field(default_factory=dict)
+    novelty_warnings: list[str] = field(default_factory=list)
     # days that gained late rows after versions had trained on them: day -> those versions
     changed_trained_days: dict[str, list[int]] = field(default_factory=dict)
     sources: list[InputFile] = field(default_factory=list, repr=False)  # the new files, to ingest
@@ -99,9 +108,9 @@ def plan_cycle(
         result = CycleResult(outcome=CycleOutcome.DRY_RUN, new_files=[str(f.path) for f in new])
         result.sources = list(new)
         return result
-    days = set(ws.days())
+    days, forms = set(ws.days()), column_types.load(ws)
     for source in new:  # one file at a time: a backlog of days never sits in memory at once
-        batch = load_files([source], spec, None, spec.data.start_date)
+        batch = load_files([source], spec, None, spec.data.start_date, forms=forms)
         days |= set(batch.filter(pl.col(REJECT_REASON).is_null())[DAY].unique())
     if day is not None and day not in days:
         raise BadInput(
@@ -165,15 +174,7 @@ def run_cycle(
     result = plan_cycle(ws, spec, logs, day, describe=False, read_new=day is not None)
     result.outcome, result.forced = CycleOutcome.NOTHING_NEW, force
     if result.new_files:
-        ingested: IngestResult = ingest(ws, spec, result.sources)
-        result.ingested_rows, result.rejected_rows = ingested.rows, ingested.rejected
-        log.info(
-            "ingested %d rows (%d rejected) from %d file(s)",
-            ingested.rows,
-            ingested.rejected,
-            len(result.new_files),
-        )
-        _report_late_rows(registry, ingested, result)
+        _ingest_new(ws, registry, spec, result)
     if result.day is None:
         held = ws.days()
         if not held:
@@ -191,6 +192,7 @@ def run_cycle(
         )
         result.live_after, result.candidate = live, existing["version"]
         return result
+    _report_novelty(ws, spec, target, result)
     if live is not None and SERVED_PCTR not in ws.scan_logs([target]).collect_schema().names():
         score_day(ws, live, target)  # what serving would have logged: tomorrow's ỹ_last
         registry.record_served(MAIN_CHAIN, target, live)
@@ -205,11 +207,14 @@ def run_cycle(
             exclude=holdout_expr(spec, target),
         )
         candidate = trained.version
+        if trained.started.mode != "none":  # the spec asks for a warm start: say how it went
+            result.started = trained.started.describe()
         log.info(
-            "trained candidate v%d (%s, parent %s) on %s..%s",
+            "trained candidate v%d (%s, parent %s, %s) on %s..%s",
             candidate,
             trained.loss,
             live,
+            trained.started.describe(),
             trained.window[0],
             trained.window[-1],
         )
@@ -220,8 +225,8 @@ def run_cycle(
     result.gate = run_gate(ws, registry, spec, candidate, live, target, force)
     crash_point("promote")
     verdict = result.gate
-    if verdict.passed or force:
-        reason = "forced" if force and not verdict.passed else "gate"
+    if verdict.passed or verdict.forced:  # not even --force promotes a NaN pCTR
+        reason = "forced" if verdict.forced else "gate"
         registry.promote(MAIN_CHAIN, candidate, reason, verdict.to_dict())
         result.outcome = CycleOutcome.PROMOTED
         log.info("v%d promoted (%s)", candidate, reason)
@@ -235,6 +240,36 @@ def run_cycle(
         log.warning("v%d rejected: %s", candidate, "; ".join(verdict.reasons))
     result.live_after = registry.live(MAIN_CHAIN)
     return result
+
+
+def _ingest_new(ws: Workspace, registry: Registry, spec: Spec, result: CycleResult) -> None:
+    """Ingest the cycle's new files and say what they held: late rows, duplicates."""
+    ingested: IngestResult = ingest(ws, spec, result.sources)
+    result.ingested_rows, result.rejected_rows = ingested.rows, ingested.rejected
+    log.info(
+        "ingested %d rows (%d rejected) from %d file(s)",
+        ingested.rows,
+        ingested.rejected,
+        len(result.new_files),
+    )
+    _report_late_rows(registry, ingested, result)
+    result.duplicates, result.relabelled = ingested.duplicates, ingested.relabelled
+    for dup_day, rows in sorted(ingested.duplicates.items()):
+        log.warning(
+            "%d impression(s) of %s held already, skipped (%d with another label)",
+            rows,
+            dup_day,
+            ingested.relabelled.get(dup_day, 0),
+        )
+
+
+def _report_novelty(ws: Workspace, spec: Spec, day: str, result: CycleResult) -> None:
+    """Per field, the share of the day's values no earlier day held; a warning where it jumped."""
+    shares = novelty(ws, spec, day)
+    result.new_values = {name: entry.to_dict() for name, entry in shares.items()}
+    result.novelty_warnings = jumps(shares)
+    for warning in result.novelty_warnings:
+        log.warning("new values on %s: %s", day, warning)
 
 
 def _report_late_rows(registry: Registry, ingested: IngestResult, result: CycleResult) -> None:

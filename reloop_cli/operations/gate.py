@@ -25,12 +25,13 @@ from reloop_cli.columns import DAY, IMPRESSION_ID, LABEL, PCTR, REQUEST_ID
 from reloop_cli.evaluation import statistics
 from reloop_cli.evaluation.metrics import DayMetrics, summarise
 from reloop_cli.evaluation.slates import LoggedDay
+from reloop_cli.features.hashing import SPLIT_METHOD, bucket_of
 from reloop_cli.spec.pipeline import Spec
 from reloop_cli.spec.sections import GateSpec
 from reloop_cli.store.registry import Registry
 from reloop_cli.store.workspace import Workspace
 from reloop_cli.versions.checkpoint import load_version
-from reloop_cli.versions.score import predict_frame
+from reloop_cli.versions.score import non_finite, predict_frame
 
 
 class GateOutcome(str, Enum):
@@ -47,7 +48,7 @@ def holdout_expr(spec: Spec, day: str) -> pl.Expr:
     """A seeded, stable slice of `day`'s rows that the candidate never trains on: whole
     requests when the gate judges slates off-policy, else impressions."""
     key = REQUEST_ID if spec.gate.metric == "snips_ctr" else IMPRESSION_ID
-    bucket = pl.col(key).hash(spec.train.seed + 1) % 10_000
+    bucket = bucket_of(key, spec.train.seed + 1)
     return (pl.col(DAY) == day) & (bucket < round(spec.gate.holdout_fraction * 10_000))
 
 
@@ -80,6 +81,7 @@ class GateVerdict:
     difference: statistics.Paired | None
     rule: GateSpec
     offpolicy: dict | None = None
+    non_finite: int = 0  # holdout rows the candidate predicted NaN or inf for: never promoted
 
     @property
     def passed(self) -> bool:
@@ -104,12 +106,14 @@ class GateVerdict:
             "live": self.live.to_dict() if self.live else None,
             "difference": self.difference.to_dict() if self.difference else None,
             "offpolicy": self.offpolicy,
+            "non_finite_predictions": self.non_finite,
             "rule": {
                 "max_auc_drop": self.rule.max_auc_drop,
                 "max_logloss_rise": self.rule.max_logloss_rise,
                 "confidence": self.rule.confidence,
                 "min_clicks": self.rule.min_clicks,
                 "metric": self.rule.metric,
+                "holdout_split": SPLIT_METHOD,
             },
         }
 
@@ -193,7 +197,9 @@ def run_gate(
 ) -> GateVerdict:
     """Judge `candidate` against `live` on `day`'s holdout; record both versions' holdout
     metrics; return the verdict."""
-    rows = holdout_predictions(ws, spec, candidate, day).rename({PCTR: "candidate"})
+    predicted = holdout_predictions(ws, spec, candidate, day)
+    broken = non_finite(predicted)
+    rows = predicted.rename({PCTR: "candidate"})
     label = rows[LABEL].cast(pl.Float64).to_numpy()
     candidate_metrics = summarise(label, rows["candidate"].to_numpy())
     registry.record_metrics(candidate, day, candidate_metrics.to_dict(), scope="holdout")
@@ -213,22 +219,29 @@ def run_gate(
             spec.gate.confidence,
         )
     decision = judge(candidate_metrics, live_metrics, difference, spec.gate)
+    if broken:  # whatever the metrics say: a NaN pCTR must never serve
+        decision = Decision(
+            GateOutcome.REFUSED,
+            [f"v{candidate} predicts a non-finite pCTR for {broken:,} of {rows.height:,} rows"],
+        )
     offpolicy = None
     if (
         spec.gate.metric == "snips_ctr"
         and live is not None
         and decision.outcome != GateOutcome.INCONCLUSIVE
+        and not broken
     ):
         offpolicy, decision = _offpolicy_gate(ws, spec, candidate, day)
     return GateVerdict(
         decision,
-        forced=force and not decision.passed,
+        forced=force and not decision.passed and not broken,
         first_version=live is None,
         candidate=candidate_metrics,
         live=live_metrics,
         difference=difference,
         rule=spec.gate,
         offpolicy=offpolicy,
+        non_finite=broken,
     )
 
 

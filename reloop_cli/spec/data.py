@@ -11,6 +11,8 @@ TIME_UNITS = ("auto", "s", "ms", "us", "ns")
 LATE_ROW_POLICIES = ("append", "reject")
 FORMATS = ("csv", "tsv", "parquet", "libfm")
 NUMERIC_TRANSFORMS = ("log", "bucket")
+NON_FINITE_POLICIES = ("reject", "missing")
+DUPLICATE_POLICIES = ("skip", "reject")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ class DataSpec:
     min_date: str = "1990-01-01"  # rows dated outside [min_date, max_date] are bad rows
     max_date: str | None = None  # None: the day after today (in `timezone`) at ingest time
     late_rows: str = "append"  # rows of a day already ingested: append | reject
+    # NaN / inf / -inf in a numeric field: a bad row ("reject"), or an empty cell ("missing")
+    non_finite: str = "reject"
+    # a row whose impression id the workspace holds for its day already: "skip" it (counted),
+    # or "reject" the batch; only with data.impression_id (rows without one are keyed by content)
+    duplicate_impressions: str = "skip"
     encoding: str = "utf-8"  # of CSV/TSV/libfm text
     impression_id: str | None = None
     pctr: str | None = None  # the served model's logged prediction, if the logs carry it
@@ -64,6 +71,16 @@ class DataSpec:
         _check_one_role_per_column(self)
         check(self.time_unit in TIME_UNITS, "data.time_unit", f"one of {TIME_UNITS}")
         check(self.late_rows in LATE_ROW_POLICIES, "data.late_rows", f"one of {LATE_ROW_POLICIES}")
+        check(
+            self.non_finite in NON_FINITE_POLICIES,
+            "data.non_finite",
+            f"one of {NON_FINITE_POLICIES}",
+        )
+        check(
+            self.duplicate_impressions in DUPLICATE_POLICIES,
+            "data.duplicate_impressions",
+            f"one of {DUPLICATE_POLICIES}",
+        )
         for key in ("timezone", "source_timezone"):
             zone = getattr(self, key)
             check(is_time_zone(zone), f"data.{key}", f"'{zone}' is not an IANA time zone name")

@@ -131,6 +131,8 @@ def load_spec(path: str | Path, environ: dict[str, str] | None = None) -> Spec:
     `Spec.override`), environment variables, the TOML file, the defaults.
     """
     path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{path}: is a folder, not a spec file; give the TOML file itself")
     if not path.is_file():
         raise BadInput(f"{path}: spec file not found")
     try:

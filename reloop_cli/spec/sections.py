@@ -13,6 +13,7 @@ DEVICES = ("auto", "cpu", "cuda")
 EMBEDDING_UPDATES = ("auto", "sparse", "dense")
 GATE_METRICS = ("auc", "snips_ctr")
 L2_ROWS = ("batch-aware", "touched", "all")
+MAX_LEARNING_RATE = 1e30  # beyond, float32 optimiser state overflows before the loss does
 # The model zoo's names (`models/__init__.py` maps each to its class; a test keeps the two equal):
 # the spec is below the models in the layer order, so it names them rather than importing them.
 MODEL_NAMES = ("lr", "fm", "deepfm", "widedeep", "dcn", "dcnv2", "xdeepfm")
@@ -78,7 +79,11 @@ class TrainSpec:
         check(self.window_days >= 1, "train.window_days", "must be >= 1")
         check(self.epochs >= 1, "train.epochs", "must be >= 1")
         check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        check(self.learning_rate > 0, "train.learning_rate", "must be positive")
+        check(
+            0 < self.learning_rate <= MAX_LEARNING_RATE,
+            "train.learning_rate",
+            f"must be positive and at most {MAX_LEARNING_RATE:g}",
+        )
         check(self.embedding_l2 >= 0, "train.embedding_l2", "must be >= 0")
         check(0 <= self.validation_fraction < 1, "train.validation_fraction", "not in [0, 1)")
         check(self.monitor in MONITORS, "train.monitor", f"one of {MONITORS}")

@@ -84,7 +84,7 @@ class Registry:
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
-        workspace.root.mkdir(parents=True, exist_ok=True)
+        workspace.make_root()
         self.db = sqlite3.connect(workspace.registry_path, timeout=30)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")

@@ -76,6 +76,11 @@ class Workspace:
         return self.features / "spec.json"
 
     @property
+    def column_types_path(self) -> Path:
+        """The recorded form (integer, decimal, text) of each categorical column."""
+        return self.features / "columns.json"
+
+    @property
     def models(self) -> Path:
         return self.root / "models"
 
@@ -230,6 +235,23 @@ class Workspace:
             removed += 1
         return removed
 
+    def make_root(self) -> None:
+        """Create the workspace folder (and its parents) or say in one line why it cannot be."""
+        for path in (self.root, *self.root.parents):
+            if path.exists() and not path.is_dir():
+                what = "the workspace" if path == self.root else f"a folder above {self.root}"
+                raise BadInput(f"{path}: is a file, but it would have to be {what}; give a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BadInput(self._unwritable(error)) from None
+
+    def _unwritable(self, error: OSError) -> str:
+        reason = error.strerror or type(error).__name__
+        return (
+            f"{self.root}: cannot write the workspace here ({reason}); give a folder you can write"
+        )
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the workspace's one lock; a second holder fails at once.
@@ -240,9 +262,13 @@ class Workspace:
         again with every folder made for it: a refused command leaves no path behind.
         """
         created = self.missing_folders()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.make_root()
         path = self.root / ".lock"
-        with open(path, "a+") as handle:
+        try:
+            handle = open(path, "a+")  # noqa: SIM115  (closed by the `with` below)
+        except OSError as error:
+            raise BadInput(self._unwritable(error)) from None
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

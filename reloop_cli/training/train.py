@@ -20,6 +20,7 @@ import torch
 from reloop_cli.columns import IMPRESSION_ID, LABEL, MAIN_CHAIN, Y_LAST
 from reloop_cli.features import vocabulary
 from reloop_cli.features.encoding import encode
+from reloop_cli.features.hashing import SPLIT_METHOD, bucket_of
 from reloop_cli.models import build_model
 from reloop_cli.models.base import CTRModel
 from reloop_cli.spec.layout import categorical_fields, dense_fields, field_slots
@@ -30,7 +31,7 @@ from reloop_cli.training import distributed
 from reloop_cli.training.environment import environment
 from reloop_cli.training.fitting import FitResult, fit, resolve_device
 from reloop_cli.training.loader import ParquetBatches
-from reloop_cli.training.warm_start import warm_start
+from reloop_cli.training.warm_start import WarmStart, warm_start
 from reloop_cli.training.window import training_rows, window_for
 from reloop_cli.versions.checkpoint import publish_version
 
@@ -53,6 +54,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # per epoch: loss, validation metrics, lr
     best_epoch: int = 0
     seconds: float = 0.0
+    started: WarmStart | None = None  # how the weights began: from the parent, or fresh
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +71,7 @@ def split_to_parquet(
     fraction = spec.train.validation_fraction
     if fraction == 0:
         return ParquetBatches.write(encoded, folder / "train.parquet", spec, y_last_column), None
-    bucket = pl.col(IMPRESSION_ID).hash(spec.train.seed) % 10_000
+    bucket = bucket_of(IMPRESSION_ID, spec.train.seed)
     is_valid = bucket < round(fraction * 10_000)
     train = ParquetBatches.write(
         encoded.filter(~is_valid), folder / "train.parquet", spec, y_last_column
@@ -142,22 +144,23 @@ def train_version(
     Rows matching `exclude` (evaluated on the window's rows, which carry a `day` column) are kept
     out of training entirely. The window's values update the lineage's vocabulary scope first.
     """
-    started = time.perf_counter()
+    clock = time.perf_counter()
     resolve_device(spec.train.device)  # fail before anything is written
     prepared = _prepare(ws, registry, spec, day, lineage, exclude)
     torch.manual_seed(spec.train.seed)
     sizes = prepared.refreshed.sizes
     model = build_model(spec.model, sizes, len(dense_fields(spec)), field_slots(spec))
-    warm = spec.train.warm_start and prepared.parent is not None
-    if warm:
-        warm_start(model, ws, prepared.parent, spec, prepared.refreshed)
+    started = WarmStart(prepared.parent, "none")
+    if spec.train.warm_start and prepared.parent is not None:
+        started = warm_start(model, ws, prepared.parent, spec, prepared.refreshed)
     # Rank 0 stages the version inside the workspace; other ranks keep their shards elsewhere.
     main = distributed.is_main()
     staging = ws.staging_dir(ws.models) if main else Path(tempfile.mkdtemp(prefix="reloop-"))
     try:
         result, fitted = _fit(model, spec, prepared, staging)
-        result.chain, result.day, result.warm_start = lineage.chain, day, warm
-        result.seconds = round(time.perf_counter() - started, 3)
+        result.chain, result.day = lineage.chain, day
+        result.warm_start, result.started = started.warm, started
+        result.seconds = round(time.perf_counter() - clock, 3)
         if main:
             meta = _meta(result, spec, prepared, sparse=fitted.sparse, scope=lineage.vocab_scope)
             result.version = publish_version(ws, registry, model, meta, staging)
@@ -251,6 +254,8 @@ def _meta(result: TrainResult, spec: Spec, prepared: _Prepared, sparse: bool, sc
         "vocab_generation": prepared.refreshed.generation,
         "vocabulary": prepared.refreshed.report()["fields"],
         "n_dense": len(dense_fields(spec)),
+        # how the validation slice was drawn: the same rows in every release (features/hashing)
+        "splits": {"method": SPLIT_METHOD, "validation_seed": spec.train.seed},
         "spec": spec.to_dict(),
         "environment": environment(),
     }

@@ -11,6 +11,7 @@ import torch
 from joblib import Parallel, delayed
 
 from reloop_cli.columns import IMPRESSION_ID, PCTR
+from reloop_cli.errors import BadInput
 from reloop_cli.features import vocabulary
 from reloop_cli.features.encoding import encode, to_tensors
 from reloop_cli.models.base import CTRModel
@@ -59,6 +60,11 @@ def predict_frame(loaded: LoadedVersion, ws: Workspace, rows: pl.LazyFrame) -> p
     return pl.DataFrame({IMPRESSION_ID: encoded[IMPRESSION_ID], PCTR: pctr})
 
 
+def non_finite(scores: pl.DataFrame) -> int:
+    """How many of a frame's predictions are NaN or infinite (a broken version's)."""
+    return int((~np.isfinite(scores[PCTR].to_numpy())).sum())
+
+
 def score_day(
     ws: Workspace,
     version: int,
@@ -75,6 +81,12 @@ def score_day(
         return ScoreResult(version, day, rows, str(path), reused=True)
     loaded = loaded or load_version(ws, version)
     scores = predict_frame(loaded, ws, ws.scan_logs([day]))
+    broken = non_finite(scores)
+    if broken:
+        raise BadInput(
+            f"v{version} predicts a non-finite pCTR for {broken:,} of {scores.height:,} rows of "
+            f"{day}; refusing to write them (they would be tomorrow's ỹ_last): retrain it"
+        )
     crash_point("score")
     ws.write_parquet(scores, path)
     return ScoreResult(version, day, scores.height, str(path), reused=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from benchmarks.run import main
@@ -126,3 +128,39 @@ def test_embedding_l2_study_trains_every_form(capsys):
     assert [row["rows"] for row in summary] == ["all", "touched", "batch-aware"]
     assert all(0.5 < row["auc_mean"] < 1 for row in summary)
     assert "touched" in capsys.readouterr().out
+
+
+def test_gpu_benchmark_fails_fast_without_a_gpu_and_runs_on_the_cpu(tmp_path, capsys):
+    import torch
+
+    from benchmarks import gpu
+
+    if not torch.cuda.is_available():
+        assert gpu.main(["--out", str(tmp_path / "none.json")]) == 2
+        assert "torch sees no GPU" in capsys.readouterr().err
+        assert not (tmp_path / "none.json").exists()
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--device", "cpu", "--quick", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert set(figures) >= {"step", "training", "scoring", "ddp_nccl", "environment"}
+    assert figures["training"]["train_rows_per_s"] > 0
+    assert "needs 2 GPUs" in figures["ddp_nccl"]["skipped"]
+
+
+def test_ingest_and_epoch_benchmarks_run_side_by_side(capsys):
+    import subprocess
+
+    from benchmarks import ingest_speed, vocab_epoch
+
+    known = subprocess.run(
+        ["git", "cat-file", "-e", f"{ingest_speed.BEFORE_TIME_HANDLING}^{{commit}}"],
+        cwd=REPO,
+        capture_output=True,
+    )
+    if known.returncode != 0:
+        pytest.skip("the reference commit is not in this checkout's history (no git clone)")
+    speed = ingest_speed.main(["--rows", "20000", "--rounds", "1"])
+    assert speed["new_over_old"] > 0 and len(speed["ratios"]) == 1
+    epochs = vocab_epoch.main(["--rows", "4000", "--rounds", "1"])
+    assert epochs["distinct"]["table_rows"] > epochs["few"]["table_rows"]
+    assert set(epochs["ratios"]) == {"26 fields", "6 fields, hashed"}

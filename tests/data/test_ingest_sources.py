@@ -254,9 +254,9 @@ def test_a_cron_cycle_reads_each_new_file_once(tmp_path, tiny_logs, monkeypatch)
     reads: list[str] = []
     read_one = ingest_module._load_one
 
-    def counted(source, spec, today):
+    def counted(source, spec, today, forms):
         reads.append(source.path.name)
-        return read_one(source, spec, today)
+        return read_one(source, spec, today, forms)
 
     monkeypatch.setattr(ingest_module, "_load_one", counted)
     spec_file = write_spec(tmp_path, "spec")

@@ -132,4 +132,5 @@ def test_a_cycle_prints_the_difference_with_its_interval(tmp_path, tiny_logs):
         "confidence": 0.95,
         "min_clicks": 20,
         "metric": "auc",
+        "holdout_split": "fnv1a64-splitmix64-v1",
     }

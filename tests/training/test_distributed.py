@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
+from reloop_cli.evaluation.statistics import paired
 from tests.helpers import REPO, write_spec
 
 pytestmark = pytest.mark.slow  # subprocesses and ranks: seconds each
@@ -72,7 +74,22 @@ def test_two_ranks_match_one_process_and_see_every_row_once_per_epoch(workspaces
     train_rows = single["history"][0]["rows"]
     assert all(epoch["rows"] == train_rows for epoch in ddp["history"])
     assert ddp["rows"] == single["rows"] == 60_000  # the spec's 2-day window
-    assert abs(ddp_eval["metrics"]["auc"] - single_eval["metrics"]["auc"]) < 0.005
+    # Two single training runs on 60,000 rows differ by about 0.005 AUC from training noise
+    # alone (the split, the shard order), so "as good as one process" is judged as the gate
+    # judges a candidate: paired on the same next-day rows, DDP is not worse by more than 0.01
+    # at 95% (a broken DDP is 0.1-0.2 worse: tests of the sync itself are test_sparse_sync.py).
+    day = "2024-01-04"
+    scores = {
+        name: pl.read_parquet(root / "scores" / "v0001" / f"day={day}" / "*.parquet")
+        for name, root in (("single", single_root), ("ddp", ddp_root))
+    }
+    labels = pl.read_parquet(single_root / "logs" / f"day={day}" / "*.parquet")
+    rows = labels.select("impression_id", "label")
+    for name, frame in scores.items():
+        rows = rows.join(frame.rename({"pctr": name}), on="impression_id")
+    difference = paired(rows["label"].to_numpy(), rows["single"].to_numpy(), rows["ddp"].to_numpy())
+    assert difference.auc.low > -0.01 and abs(difference.auc.value) < 0.01, difference.auc
+    assert min(single_eval["metrics"]["auc"], ddp_eval["metrics"]["auc"]) > 0.7  # both learned
     assert len(list((ddp_root / "models").glob("v*"))) == 1  # only rank 0 wrote a version
     meta = json.loads((ddp_root / "models" / "v0001" / "meta.json").read_text())
     assert meta["embedding_updates"] == updates
