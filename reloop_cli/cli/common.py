@@ -8,6 +8,7 @@ the traceback instead.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -88,6 +89,29 @@ def _debugging() -> bool:
 def log_as_json() -> bool:
     """Whether `--log-json` was given (anywhere on the command line)."""
     return _options["log_json"]
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+                "level": record.levelname.lower(),
+                "message": record.getMessage(),
+            }
+        )
+
+
+def setup_logging(as_json: bool) -> None:
+    """Logs of `run` and `serve` go to stderr (cron mails it; log shippers read JSON lines with
+    --log-json)."""
+    logger = logging.getLogger("reloop")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonLines() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
 
 
 def run_stage(action: Callable[[], T]) -> T:

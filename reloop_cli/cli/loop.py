@@ -20,7 +20,7 @@ from reloop_cli.cli.common import (
     out,
     run_stage,
 )
-from reloop_cli.cli.online import render_closed_loop_worlds
+from reloop_cli.cli.online import render_closed_loop_worlds, render_over_http
 from reloop_cli.runtime.progress import note
 from reloop_cli.store.workspace import DEFAULT_WORKSPACE, Workspace
 
@@ -46,6 +46,14 @@ def simulate(
         bool,
         typer.Option(
             "--closed-loop", help="Each arm's model decides what its users see (synth worlds)."
+        ),
+    ] = False,
+    over_http: Annotated[
+        bool,
+        typer.Option(
+            "--over-http",
+            help="Closed loop: one arm served by a real `reloop serve` on loopback, retrained "
+            "nightly by `reloop run --from-server`, beside the same loop in process.",
         ),
     ] = False,
     mode: Annotated[
@@ -76,6 +84,7 @@ def simulate(
     Example: reloop simulate --days 7
     Example: reloop simulate --days 7 --seeds 3 --world-seeds 3
     Example: reloop simulate --closed-loop --days 14 --world-seeds 3
+    Example: reloop simulate --closed-loop --over-http --arms reloop --days 7 --requests 2000
     """
     from reloop_cli.evaluation.policies import Policy
     from reloop_cli.experiments.simulation import (
@@ -85,7 +94,7 @@ def simulate(
     )
 
     closed = ClosedLoopSettings(
-        mode, requests, candidates, Policy(policy, epsilon, temperature, slots)
+        mode, requests, candidates, Policy(policy, epsilon, temperature, slots), over_http
     )
     request = SimulationRequest(
         days=days,
@@ -100,11 +109,13 @@ def simulate(
         model=model,
         device=device,
         mlflow=mlflow,
-        closed_loop=closed if closed_loop else None,
+        closed_loop=closed if closed_loop or over_http else None,
     )
     outcome = run_stage(lambda: run_simulation(Workspace(workspace), request, on_step=note))
     if as_json:
         emit_json(outcome.payload)
+    elif closed_loop and over_http:
+        render_over_http(outcome.result)
     elif closed_loop:
         render_closed_loop_worlds(outcome.result, outcome.payload)
     elif hasattr(outcome.result, "repeats"):

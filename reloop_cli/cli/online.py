@@ -3,6 +3,8 @@ across worlds (the command itself is `simulate`, in `cli/loop.py`)."""
 
 from __future__ import annotations
 
+import signal
+
 from rich.table import Table
 
 from reloop_cli.cli.common import fmt, out
@@ -93,4 +95,47 @@ def render_worlds(summary: dict, baseline: str) -> None:
             f"off-policy (SNIPS) CTR error over {trained['arm_days']} arm-days: mean "
             f"{format_interval(error, signed=True)}, mean absolute "
             f"{trained['mean_absolute_error']:.4f}"
+        )
+
+
+def render_over_http(results) -> None:
+    """Per day: the online CTR served over HTTP beside the same loop in process, and their
+    paired difference; then the difference pooled over the days trained versions served."""
+    from reloop_cli.evaluation import statistics
+    from reloop_cli.evaluation.statistics import format_interval
+
+    for result in results:
+        arm = result.config.arm
+        table = Table(
+            title=f"world {result.config.closed.world}: {arm} over HTTP vs in process "
+            "(online CTR; day 0 served at random)"
+        )
+        for column in ("day", "served by", "over HTTP", "in process", "difference [95%]"):
+            table.add_column(column, justify="left" if column == "day" else "right")
+        in_process = result.in_process.online[arm]
+        for index, day in enumerate(result.days):
+            versions = [v for v in result.online[index]["versions"] if v is not None]
+            difference = statistics.Estimate(**result.differences[index])
+            table.add_row(
+                day,
+                ", ".join(f"v{v}" for v in versions) or "random",
+                fmt(result.online[index]["ctr"]["value"]),
+                fmt(in_process[index]["ctr"]["value"]),
+                format_interval(difference, signed=True),
+            )
+        out.print(table)
+        pooled = result.pooled()
+        out.print(
+            f"over HTTP minus in process, days 1+: {format_interval(pooled, signed=True)} "
+            f"({statistics.verdict(pooled)})"
+        )
+        refused = sum(1 for run in result.runs if run["exit_code"] != 0)
+        stopped = (
+            "stopped by SIGTERM, logs written"
+            if result.server_exit in (0, -signal.SIGTERM)
+            else f"exit code {result.server_exit}"
+        )
+        out.print(
+            f"nightly runs: {len(result.runs)} ({refused} refused or inconclusive at the gate); "
+            f"server {stopped}"
         )

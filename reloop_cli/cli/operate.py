@@ -3,9 +3,6 @@ export."""
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +12,7 @@ from rich.table import Table
 from reloop_cli.cli.common import (
     JsonOpt,
     MlflowOpt,
+    SpecOpt,
     WorkspaceOpt,
     app,
     emit_json,
@@ -22,38 +20,32 @@ from reloop_cli.cli.common import (
     log_as_json,
     out,
     run_stage,
+    setup_logging,
 )
 from reloop_cli.store.workspace import DEFAULT_WORKSPACE, Workspace
 
 PANEL = "In production"
 
 
-class _JsonLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-                "level": record.levelname.lower(),
-                "message": record.getMessage(),
-            }
-        )
-
-
-def _setup_logging(as_json: bool) -> None:
-    """Cycle logs go to stderr (cron mails it; log shippers read JSON lines with --log-json)."""
-    logger = logging.getLogger("reloop")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _JsonLines() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    )
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-
-
 @app.command("run", rich_help_panel=PANEL)
 def run_command(
-    spec_path: Annotated[Path, typer.Option("--spec", "-s", help="Pipeline spec (TOML).")],
-    logs: Annotated[str, typer.Option(help="Folder, glob or file of raw logs to pick up.")],
+    spec_path: SpecOpt = None,
+    logs: Annotated[
+        str | None, typer.Option(help="Folder, glob or file of raw logs to pick up.")
+    ] = None,
+    from_server: Annotated[
+        bool,
+        typer.Option(
+            "--from-server", help="Join the clicks `reloop serve` logged onto its impressions."
+        ),
+    ] = False,
+    log_dir: Annotated[
+        Path | None, typer.Option(help="With --from-server: the server's logs (default: ours).")
+    ] = None,
+    as_of: Annotated[
+        float | None,
+        typer.Option(help="With --from-server: epoch seconds the windows close by (default now)."),
+    ] = None,
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     day: Annotated[str | None, typer.Option(help="Re-run (backfill) this day.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Say what would happen; write nothing.")] = False,
@@ -67,28 +59,38 @@ def run_command(
     (too few holdout clicks to judge; live keeps serving), 1 internal error.
     Example (cron): reloop run --spec pipelines/sample.toml --logs /data/clicks/ -w /srv/reloop
     """
-    from reloop_cli.errors import EXIT_GATE_REFUSED, EXIT_INCONCLUSIVE
+    from reloop_cli.errors import EXIT_GATE_REFUSED, EXIT_INCONCLUSIVE, BadInput
     from reloop_cli.operations.cycle import CycleOutcome, plan_cycle, run_cycle
     from reloop_cli.operations.report import write_report
-    from reloop_cli.spec.pipeline import load_spec
+    from reloop_cli.operations.served_cycle import run_server_cycle
     from reloop_cli.store.registry import Registry
+    from reloop_cli.store.stored_spec import spec_for
 
-    _setup_logging(log_as_json())
+    setup_logging(log_as_json())
     ws = Workspace(workspace)
     command = " ".join(
-        ["run", f"--logs={logs}"]
+        ["run", "--from-server" if from_server else f"--logs={logs}"]
         + ([f"--day={day}"] if day else [])
         + (["--force"] if force else [])
     )
 
+    def cycle(registry, spec):
+        if from_server:
+            return run_server_cycle(ws, registry, spec, log_dir, as_of=as_of, day=day, force=force)
+        return run_cycle(ws, registry, spec, logs, day=day, force=force)
+
     def action():
-        spec = load_spec(spec_path)
+        if (logs is None) == (not from_server):
+            raise BadInput("run: give --logs (raw logs) or --from-server (what `serve` logged)")
+        spec = spec_for(ws, spec_path)
+        if dry_run and from_server:
+            raise BadInput("run: --dry-run plans raw logs only; the click join writes its files")
         if dry_run:
             return plan_cycle(ws, spec, logs, day)
         with ws.lock(), Registry(ws) as registry:
             run_id = registry.start_run(command)
             try:
-                result = run_cycle(ws, registry, spec, logs, day=day, force=force)
+                result = cycle(registry, spec)
             except BaseException as error:
                 registry.finish_run(run_id, "failed", {"error": str(error)})
                 raise
@@ -128,7 +130,20 @@ def _late_summary(result) -> str:
 
 def _cycle_summary(result) -> str:
     warnings = "".join(f"new values: {line}\n" for line in result.novelty_warnings)
-    return _late_summary(result) + warnings + _cycle_outcome(result)
+    joined = ""
+    if result.join:
+        j = result.join
+        joined = (
+            f"click join: {j['impressions']:,} impressions labelled ({j['clicked']:,} clicked), "
+            f"{j['held_back']:,} held back until their window closes, "
+            f"{j['unknown_clicks']:,} clicks for unknown impressions\n"
+        )
+    published = ""
+    if result.published:
+        p = result.published
+        failed = " (on_publish FAILED: see reloop status)" if p.get("hook_returncode") else ""
+        published = f"\npublished v{p['version']} for serving ({p['release']}){failed}"
+    return _late_summary(result) + joined + warnings + _cycle_outcome(result) + published
 
 
 def _cycle_outcome(result) -> str:
@@ -139,6 +154,8 @@ def _cycle_outcome(result) -> str:
         files = "".join(f"\n    {name}" for name in result.new_files)
         steps = "".join(f"\n  - {step}" for step in result.plan)
         return f"dry run for {result.day} (nothing written):{steps}{files}"
+    if result.outcome == CycleOutcome.NOTHING_NEW and result.day is None:
+        return f"nothing new to train on yet; live is v{result.live_after}"
     if result.outcome == CycleOutcome.NOTHING_NEW:
         return (
             f"nothing new: {result.day} already has v{result.candidate}; "
@@ -309,7 +326,7 @@ def promote_command(
 
     def action():
         with ws.lock(), Registry(ws) as registry:
-            return promote_version(registry, version)
+            return promote_version(ws, registry, version)
 
     previous = run_stage(action)
     if as_json:
@@ -336,7 +353,7 @@ def rollback_command(
 
     def action():
         with ws.lock(), Registry(ws) as registry:
-            return rollback(registry)
+            return rollback(ws, registry)
 
     current, target = run_stage(action)
     if as_json:

@@ -188,6 +188,8 @@ def train(
     Several processes: reloop train --day 2024-01-03 --nproc 2
     (the same as: torchrun --nproc_per_node 2 -m reloop_cli train --day 2024-01-03)
     """
+    from reloop_cli.columns import MAIN_CHAIN
+    from reloop_cli.operations.deploy import publish_live
     from reloop_cli.store.registry import Registry
     from reloop_cli.store.stored_spec import spec_for
     from reloop_cli.training import distributed
@@ -209,6 +211,8 @@ def train(
             with lock, Registry(ws) as registry:
                 lineage = Lineage(chain=chain, parent=parent, promote=promote)
                 result = train_version(ws, registry, spec, day, lineage)
+                if promote and chain == MAIN_CHAIN and distributed.is_main():
+                    publish_live(ws, registry, chain)  # the chain's new live version serves
         except BaseException:
             distributed.shutdown(wait=False)
             raise

@@ -148,6 +148,7 @@ def run_closed_loop(
     baseline = "bce" if "bce" in arms else arms[0]
     online: dict[str, list[dict]] = {name: [] for name in [*arms, "oracle", "random"]}
     lifts: dict[str, list[dict]] = {name: [] for name in arms if name != baseline}
+    request_clicks: dict[str, list[np.ndarray]] = {name: [] for name in arms}
     days = []
     try:
         for state in states.values():
@@ -157,7 +158,7 @@ def run_closed_loop(
         for index in range(config.days + 1):
             day = (np.datetime64(world.config.start_date) + np.timedelta64(index, "D")).astype(str)
             days.append(day)
-            requests = _draw(world, index, day, config)
+            requests = draw_requests(world, index, day, config)
             per_request = _references(world, requests, config, online)
             split = _split(config, len(arms), len(requests), index)
             for position, state in enumerate(states.values()):
@@ -175,6 +176,7 @@ def run_closed_loop(
                     last=index == config.days,
                 )
                 per_request[state.name] = (rows, clicks.sum(axis=1))
+                request_clicks[state.name].append(clicks.sum(axis=1))
             paired = config.mode == "paired"
             for name in lifts:
                 base, mine = per_request[baseline][1], per_request[name][1]
@@ -185,10 +187,12 @@ def run_closed_loop(
         for state in states.values():
             if state.registry is not None:
                 state.registry.close()
-    return ClosedLoopResult(config, arms, days, online, baseline, lifts)
+    return ClosedLoopResult(config, arms, days, online, baseline, lifts, request_clicks)
 
 
-def _draw(world: World, index: int, day: str, config: ClosedLoopConfig) -> Requests:
+def draw_requests(world: World, index: int, day: str, config: ClosedLoopConfig) -> Requests:
+    """Day `index`'s requests, candidates and click draws, from the world's own generator:
+    every loop over this world (in process or over HTTP) sees the same ones."""
     drawn = world.requests(index, config.requests)
     items = world.candidates(index, config.requests, config.candidates)
     uniforms = world.rng.random((config.requests, config.policy.slots))

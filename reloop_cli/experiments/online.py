@@ -58,6 +58,8 @@ class ClosedLoopResult:
     online: dict[str, list[dict]]  # per policy (arms, "oracle", "random"): per-day figures
     baseline: str
     lifts: dict[str, list[dict]] = field(default_factory=dict)  # per arm, per day: vs baseline
+    # Per arm, per day: each request's clicks (kept in memory for paired comparisons, not saved).
+    request_clicks: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
 
     def pooled(self, arm: str, key: str = "ctr") -> statistics.Estimate:
         """The arm's CTR minus the baseline's, pooled over the days trained versions served."""

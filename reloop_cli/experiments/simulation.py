@@ -17,9 +17,15 @@ from reloop_cli.errors import BadInput
 from reloop_cli.evaluation.policies import Policy
 from reloop_cli.experiments.closed_loop import ClosedLoopConfig, run_closed_loop
 from reloop_cli.experiments.online import ClosedLoopResult, across_worlds
+from reloop_cli.experiments.over_http import OverHttpConfig, OverHttpResult, run_over_http
 from reloop_cli.experiments.repeats import RepeatsResult, simulate_repeats
 from reloop_cli.experiments.simulate import SimulateResult, parse_arms, simulate
-from reloop_cli.operations.report import save_closed_loop, save_simulation, write_report
+from reloop_cli.operations.report import (
+    save_closed_loop,
+    save_over_http,
+    save_simulation,
+    write_report,
+)
 from reloop_cli.operations.tracking import track_simulation
 from reloop_cli.runtime.resources import bundled, sample_files
 from reloop_cli.spec.pipeline import Spec, load_spec
@@ -38,6 +44,7 @@ class ClosedLoopSettings:
     requests: int = 6_000
     candidates: int = 20
     policy: Policy = field(default_factory=Policy)
+    over_http: bool = False  # one arm, served by a `reloop serve` process (`over_http.py`)
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class SimulationRequest:
 class SimulationOutcome:
     """The result (one run, repeats, or closed-loop worlds) and the report written from it."""
 
-    result: SimulateResult | RepeatsResult | list[ClosedLoopResult]
+    result: SimulateResult | RepeatsResult | list[ClosedLoopResult] | list[OverHttpResult]
     payload: dict  # what was saved for the report, as JSON
     report: Path
 
@@ -129,6 +136,8 @@ def _closed_loop(
         )
     settings = request.closed_loop
     spec = _overridden(load_spec(request.spec_file or bundled(SAMPLE_SPEC)), request)
+    if settings.over_http and (len(arms) != 1 or settings.mode != "paired"):
+        raise BadInput("over_http: one arm (--arms reloop), paired with its in-process loop")
     results = []
     with ws.lock():
         for world in range(request.world_seeds or 1):
@@ -140,7 +149,14 @@ def _closed_loop(
                 mode=settings.mode,
                 world=world,
             )
+            if settings.over_http:
+                over = run_over_http(ws, spec, OverHttpConfig(config, arms[0]), on_step=on_step)
+                results.append(over)
+                continue
             results.append(run_closed_loop(ws, spec, arms, config, on_step=on_step))
+        if settings.over_http:
+            payload = {"worlds": [r.to_dict() for r in results]}
+            return SimulationOutcome(results, payload, save_over_http(ws, payload))
         payload = {"worlds": [r.to_dict() for r in results], "summary": across_worlds(results)}
         save_closed_loop(ws, payload)
         report = write_report(ws)

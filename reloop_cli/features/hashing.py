@@ -45,7 +45,7 @@ def hashed_rows(values: pl.Series, buckets: int) -> pl.Series:
 
 # The split method recorded with each version: a change to `stable_buckets` must rename it.
 SPLIT_METHOD = "fnv1a64-splitmix64-v1"
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+GOLDEN = 0x9E3779B97F4A7C15
 
 
 def _splitmix64(z: np.ndarray) -> np.ndarray:
@@ -59,7 +59,8 @@ def stable_buckets(values: pl.Series, seed: int, buckets: int) -> pl.Series:
     """Each value's bucket in 0..buckets-1 under `seed`: FNV-1a-64 of the value, mixed with the
     seed by SplitMix64. Fixed by its definition, so a split (the validation slice, the gate's
     holdout, the static protocol's 8:1:1) is the same rows in every process and release."""
-    seeded = fnv1a64(values) ^ (np.uint64(seed % 2**64) * GOLDEN)
+    # The seed's product wraps modulo 2**64 in Python ints: numpy would warn on the overflow.
+    seeded = fnv1a64(values) ^ np.uint64((seed * GOLDEN) % 2**64)
     rows = (_splitmix64(seeded) % np.uint64(buckets)).astype(np.int64)
     return pl.Series(values.name, rows, dtype=pl.Int64)
 

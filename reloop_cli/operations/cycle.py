@@ -23,6 +23,7 @@ from reloop_cli.data.inputs import InputFile, discover
 from reloop_cli.data.manifest import is_ingested
 from reloop_cli.errors import BadInput
 from reloop_cli.features.novelty import jumps, novelty
+from reloop_cli.operations.deploy import publish_live
 from reloop_cli.operations.gate import GateOutcome, GateVerdict, holdout_expr, run_gate
 from reloop_cli.runtime.faults import crash_point
 from reloop_cli.spec.pipeline import Spec
@@ -60,6 +61,8 @@ class CycleResult:
     live_after: int | None = None
     gate: GateVerdict | None = None
     started: str | None = None  # how the candidate's weights began (warm start, or why not)
+    published: dict | None = None  # the release this run published for serving, if any
+    join: dict | None = None  # `--from-server`: what the click join labelled and held back
     forced: bool = False
     plan: list[str] = field(default_factory=list)
     late_rows: dict[str, int] = field(default_factory=dict)  # rows added to days held already
@@ -191,6 +194,8 @@ def run_cycle(
             existing["status"],
         )
         result.live_after, result.candidate = live, existing["version"]
+        deployed = publish_live(ws, registry)  # a run killed after promoting: publish it now
+        result.published = deployed.to_dict() if deployed else None
         return result
     _report_novelty(ws, spec, target, result)
     if live is not None and SERVED_PCTR not in ws.scan_logs([target]).collect_schema().names():
@@ -239,6 +244,8 @@ def run_cycle(
         result.outcome = CycleOutcome.REJECTED
         log.warning("v%d rejected: %s", candidate, "; ".join(verdict.reasons))
     result.live_after = registry.live(MAIN_CHAIN)
+    deployed = publish_live(ws, registry)  # also what an earlier run left unpublished
+    result.published = deployed.to_dict() if deployed else None
     return result
 
 

@@ -9,6 +9,7 @@ the vocabulary rows the version knows, and the numeric transform.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,11 @@ def export_version(ws: Workspace, version: int, fmt: str, out: Path) -> ExportRe
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}.part")
     if fmt == "torchscript":
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The trace fixes Python-level branches (a model with or without dense fields) to
+            # this version's shapes, which is what an export is for: torch's warning says so.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace(wrapper, example)
         traced.save(str(tmp))
     else:

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from reloop_cli.columns import MAIN_CHAIN
 from reloop_cli.errors import BadInput
+from reloop_cli.operations.deploy import publish_live
 from reloop_cli.store.registry import Registry, VersionStatus
+from reloop_cli.store.workspace import Workspace
 
 
-def promote_version(registry: Registry, version: int, chain: str = MAIN_CHAIN) -> int | None:
-    """Make `version` live by hand; returns the version it replaced."""
+def promote_version(
+    ws: Workspace, registry: Registry, version: int, chain: str = MAIN_CHAIN
+) -> int | None:
+    """Make `version` live by hand and publish it for serving; returns the version it
+    replaced."""
     meta = registry.version_meta(version)
     if meta is None:
         raise BadInput(f"promote: version {version} does not exist")
@@ -19,11 +24,13 @@ def promote_version(registry: Registry, version: int, chain: str = MAIN_CHAIN) -
         )
     previous = registry.live(chain)
     registry.promote(chain, version, "manual promote", {"manual": True, "replaced": previous})
+    publish_live(ws, registry, chain)
     return previous
 
 
-def rollback(registry: Registry, chain: str = MAIN_CHAIN) -> tuple[int, int]:
-    """Put back the version that was live before the current one; returns (from, to)."""
+def rollback(ws: Workspace, registry: Registry, chain: str = MAIN_CHAIN) -> tuple[int, int]:
+    """Put back the version that was live before the current one, published for serving at
+    once; returns (from, to)."""
     history = registry.live_history(chain)
     current = registry.live(chain)
     earlier = [h["version"] for h in history if h["version"] != current]
@@ -32,6 +39,7 @@ def rollback(registry: Registry, chain: str = MAIN_CHAIN) -> tuple[int, int]:
     target = earlier[-1]
     registry.promote(chain, target, "rollback", {"manual": True, "rolled_back": current})
     registry.decide(current, VersionStatus.REJECTED, {"manual": True, "rolled_back_to": target})
+    publish_live(ws, registry, chain)
     return current, target
 
 

@@ -30,6 +30,7 @@ from reloop_cli.store.workspace import Workspace
 
 SIMULATION_FILE = "simulate.json"
 CLOSED_LOOP_FILE = "closed_loop.json"
+OVER_HTTP_FILE = "over_http.json"
 
 
 def save_simulation(ws: Workspace, payload: dict) -> Path:
@@ -42,6 +43,13 @@ def save_simulation(ws: Workspace, payload: dict) -> Path:
 def save_closed_loop(ws: Workspace, payload: dict) -> Path:
     """Keep the last closed-loop simulation's result where `reloop report` finds it."""
     path = ws.reports / CLOSED_LOOP_FILE
+    ws.write_json(payload, path)
+    return path
+
+
+def save_over_http(ws: Workspace, payload: dict) -> Path:
+    """Keep the last loop over HTTP (`simulate --closed-loop --over-http`) beside the others."""
+    path = ws.reports / OVER_HTTP_FILE
     ws.write_json(payload, path)
     return path
 

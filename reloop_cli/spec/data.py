@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from reloop_cli.errors import BadInput
 from reloop_cli.spec.checks import check, is_codec, is_date, is_time_zone
+from reloop_cli.spec.serving import duration_seconds
 
 TIME_UNITS = ("auto", "s", "ms", "us", "ns")
 LATE_ROW_POLICIES = ("append", "reject")
@@ -44,6 +45,8 @@ class DataSpec:
     # a row whose impression id the workspace holds for its day already: "skip" it (counted),
     # or "reject" the batch; only with data.impression_id (rows without one are keyed by content)
     duplicate_impressions: str = "skip"
+    # a click counts for its impression when it arrives within this long of it ("30m", "2h")
+    attribution_window: str = "30m"
     encoding: str = "utf-8"  # of CSV/TSV/libfm text
     impression_id: str | None = None
     pctr: str | None = None  # the served model's logged prediction, if the logs carry it
@@ -76,6 +79,11 @@ class DataSpec:
             "data.non_finite",
             f"one of {NON_FINITE_POLICIES}",
         )
+        try:
+            window = duration_seconds(self.attribution_window)
+        except ValueError:
+            window = -1.0
+        check(window > 0, "data.attribution_window", f"'{self.attribution_window}' is not like 30m")
         check(
             self.duplicate_impressions in DUPLICATE_POLICIES,
             "data.duplicate_impressions",

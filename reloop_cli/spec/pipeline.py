@@ -17,6 +17,7 @@ from typing import Any
 from reloop_cli.errors import BadInput
 from reloop_cli.spec.data import DataSpec
 from reloop_cli.spec.sections import GateSpec, ModelSpec, TrainSpec, VocabularySpec
+from reloop_cli.spec.serving import ServingSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,12 +35,16 @@ class Spec:
     train: TrainSpec = field(default_factory=TrainSpec)
     gate: GateSpec = field(default_factory=GateSpec)
     vocabulary: VocabularySpec = field(default_factory=VocabularySpec)
+    serving: ServingSpec = field(default_factory=ServingSpec)
     source: str = "<defaults>"
 
     def validate(self) -> Spec:
         try:
-            for section in (self.data, self.model, self.train, self.gate):
+            for section in (self.data, self.model, self.train, self.gate, self.serving):
                 section.validate()
+            position = self.serving.position_field
+            if position and position not in self.data.feature_fields:
+                raise BadInput(f"serving.position_field: '{position}' is no field of [data]")
             bucketised = self.data.numeric if self.data.numeric_transform == "bucket" else ()
             names = (*self.data.categorical, *bucketised, *self.data.multivalued)
             self.vocabulary.validate(names)
@@ -73,6 +78,7 @@ _SECTIONS = {
     "train": TrainSpec,
     "gate": GateSpec,
     "vocabulary": VocabularySpec,
+    "serving": ServingSpec,
 }
 
 

@@ -52,6 +52,16 @@ CREATE TABLE IF NOT EXISTS served (
     version INTEGER NOT NULL,
     PRIMARY KEY (chain, day)
 );
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    chain TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    release TEXT NOT NULL,
+    published TEXT NOT NULL,
+    hook TEXT,
+    hook_returncode INTEGER,
+    hook_output TEXT
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     command TEXT NOT NULL,
@@ -250,6 +260,30 @@ class Registry:
             "SELECT day, scope, metrics FROM metrics WHERE version = ? ORDER BY day", (version,)
         ).fetchall()
         return [{"day": r["day"], "scope": r["scope"], **json.loads(r["metrics"])} for r in rows]
+
+    # --- deployments -------------------------------------------------------------------------
+    def record_deployment(
+        self,
+        chain: str,
+        version: int,
+        release: str,
+        hook: str | None = None,
+        returncode: int | None = None,
+        output: str | None = None,
+    ) -> None:
+        """A version published for serving, and what its `serving.on_publish` command did."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO deployments (chain, version, release, published, hook, "
+                "hook_returncode, hook_output) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (chain, version, release, now_utc(), hook, returncode, output),
+            )
+
+    def deployments(self, limit: int = 10) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM deployments ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [dict(row) for row in rows]
 
     # --- runs ------------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:

@@ -115,6 +115,31 @@ class Workspace:
         """Raw logs of what a simulated arm served, before they are ingested."""
         return self.root / "served"
 
+    @property
+    def serving(self) -> Path:
+        """What `reloop serve` reads and writes: releases/, LIVE, logs/, joined/."""
+        return self.root / "serving"
+
+    @property
+    def releases(self) -> Path:
+        """Published versions, one folder each, swapped in by the LIVE pointer."""
+        return self.serving / "releases"
+
+    @property
+    def live_pointer(self) -> Path:
+        """The published release the server serves (JSON, replaced atomically)."""
+        return self.serving / "LIVE"
+
+    @property
+    def serving_logs(self) -> Path:
+        """The server's impression and click logs (unless `--log-dir` puts them elsewhere)."""
+        return self.serving / "logs"
+
+    @property
+    def joined(self) -> Path:
+        """Impressions labelled by the click join, ready to ingest."""
+        return self.serving / "joined"
+
     def log_dir(self, day: str) -> Path:
         return self.logs / f"day={day}"
 
@@ -148,6 +173,11 @@ class Workspace:
 
     def closed_loop_arm(self, world: int, arm: str) -> Workspace:
         return Workspace(self.closed_loop_world(world) / "arms" / arm)
+
+    def over_http_world(self, world: int) -> Workspace:
+        """Where `simulate --closed-loop --over-http` runs world `world`: a workspace of its own
+        that `reloop serve` and `reloop run --from-server` share, as in production."""
+        return Workspace(self.root / "over-http" / f"world-{world}")
 
     # --- reading -----------------------------------------------------------------------------
     def days(self) -> list[str]:

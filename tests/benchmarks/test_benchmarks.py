@@ -164,3 +164,20 @@ def test_ingest_and_epoch_benchmarks_run_side_by_side(capsys):
     epochs = vocab_epoch.main(["--rows", "4000", "--rounds", "1"])
     assert epochs["distinct"]["table_rows"] > epochs["few"]["table_rows"]
     assert set(epochs["ratios"]) == {"26 fields", "6 fields, hashed"}
+
+
+def test_serving_benchmark_measures_every_stack_and_the_swap(capsys):
+    """Tiny counts, MLflow's server left out (its start takes most of a minute): the figures
+    exist, no request failed, and the swap was seen from both versions."""
+    from benchmarks.serve_load import main as serve_load
+
+    figures = serve_load(["--quick", "--no-peer"])
+    assert set(figures["forward_us"][100]) == {"eager", "torchscript_trace", "onnxruntime"}
+    for size in (20, 100, 500):
+        stacks = figures["throughput"][size]
+        assert set(stacks) == {"in_process", "reloop_serve"}
+        assert stacks["reloop_serve"]["failures"] == 0 and stacks["reloop_serve"]["per_s"] > 0
+    swap = figures["hot_swap"]
+    assert swap["failures"] == 0 and swap["stale_after_swap"] == 0
+    assert figures["click_join"]["clicked"] == figures["click_join"]["rows"] // 10
+    assert "hot swap under load" in capsys.readouterr().out

@@ -1,0 +1,101 @@
+"""Deploy on promotion: whenever the main chain's live version changes (the gate, `promote`,
+`rollback`, a first version), it is published for serving, and an optional command tells the
+rest of the fleet.
+
+Publishing writes a release (`serving/release.py`: weights, metadata, vocabulary, column forms,
+and TorchScript with its feature map for other serving stacks) and swaps `serving/LIVE` to it in
+one rename; `reloop serve` picks it up between requests. It is idempotent: a live version that is
+published already is left alone, so every cycle can end with it (a run killed between promotion
+and publishing is finished by the next). `serving.on_publish` (say, `aws s3 sync {path}
+s3://models/{version}`) runs after the swap with the version, release path and chain filled in;
+if it fails, that is logged and recorded in the registry, and the live version stays as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from reloop_cli.columns import MAIN_CHAIN
+from reloop_cli.operations.export import export_version
+from reloop_cli.serving.release import commit_release, pointer, prune_releases, stage_release
+from reloop_cli.spec.pipeline import spec_from_dict
+from reloop_cli.store.registry import Registry
+from reloop_cli.store.workspace import Workspace
+
+log = logging.getLogger("reloop")
+HOOK_OUTPUT_CHARS = 2_000  # of the command's output, kept in the registry
+
+
+@dataclass
+class Deployment:
+    """A version published for serving, and what its hook did (None: no hook set)."""
+
+    version: int
+    release: str
+    path: str
+    hook: str | None = None
+    hook_returncode: int | None = None
+    hook_output: str | None = None
+
+    @property
+    def hook_failed(self) -> bool:
+        return self.hook is not None and self.hook_returncode != 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def publish_live(ws: Workspace, registry: Registry, chain: str = MAIN_CHAIN) -> Deployment | None:
+    """Publish the chain's live version for serving, unless it is published already."""
+    live = registry.live(chain)
+    current = pointer(ws.serving)
+    if live is None or (current and current["version"] == live and current["chain"] == chain):
+        return None
+    meta = registry.version_meta(live) or {}
+    settings = spec_from_dict(meta["spec"], f"v{live}").serving if "spec" in meta else None
+    staging, manifest = stage_release(ws, live, chain)
+    exported = export_version(ws, live, "torchscript", staging / "model.pt")
+    Path(exported.features).replace(staging / "features.json")
+    target = commit_release(ws, staging, manifest)
+    if settings is not None:
+        prune_releases(ws, settings.keep_releases)
+    deployment = Deployment(live, manifest["release"], str(target))
+    if settings is not None and settings.on_publish:
+        _run_hook(deployment, settings.on_publish, settings.on_publish_timeout, chain)
+    registry.record_deployment(
+        chain,
+        live,
+        deployment.release,
+        deployment.hook,
+        deployment.hook_returncode,
+        deployment.hook_output,
+    )
+    log.info("published v%d for serving (%s)", live, deployment.release)
+    return deployment
+
+
+def _run_hook(deployment: Deployment, template: str, timeout: float, chain: str) -> None:
+    """Run `serving.on_publish`; its failure is reported, never raised."""
+    command = template.format(version=deployment.version, path=deployment.path, chain=chain)
+    deployment.hook = command
+    try:
+        done = subprocess.run(
+            shlex.split(command), capture_output=True, text=True, timeout=timeout, check=False
+        )
+        deployment.hook_returncode = done.returncode
+        deployment.hook_output = (done.stdout + done.stderr)[-HOOK_OUTPUT_CHARS:]
+    except (OSError, subprocess.TimeoutExpired) as error:
+        deployment.hook_returncode = -1
+        deployment.hook_output = f"{type(error).__name__}: {error}"[-HOOK_OUTPUT_CHARS:]
+    if deployment.hook_failed:
+        log.warning(
+            "serving.on_publish failed (exit %s) for v%d: %s; v%d stays live",
+            deployment.hook_returncode,
+            deployment.version,
+            deployment.hook_output.strip().splitlines()[-1] if deployment.hook_output else "",
+            deployment.version,
+        )
