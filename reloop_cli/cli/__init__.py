@@ -6,7 +6,7 @@ body: that keeps `reloop --help` (and shell completion) from importing torch, sc
 model zoo, and is the one place in reloop where imports sit inside functions.
 """
 
-from reloop_cli.cli import loop, operate, serve, stages, vocabulary  # noqa: F401  (registers)
+from reloop_cli.cli import adapt, loop, operate, serve, stages, vocabulary  # noqa: F401  (registers)
 from reloop_cli.cli.common import app
 
 __all__ = ["app", "main"]

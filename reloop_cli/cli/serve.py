@@ -50,13 +50,21 @@ def serve_command(
     threads: Annotated[
         int, typer.Option(help="Torch threads per process for the forward pass.")
     ] = 1,
+    adapter: Annotated[
+        str | None,
+        typer.Option(
+            help="Correct the live version between retrains: intercept, field_bias or reloop2 "
+            "(default: serving.adapter; 'off' for none)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the published live version: POST /score, POST /feedback, GET /health, GET /metrics.
 
     It reads only what `reloop run` (or `promote`, `rollback`, `train`) published, never the
     workspace lock, and swaps to a newly published version between requests. SIGTERM or Ctrl-C
-    writes the buffered logs and exits.
-    Example: reloop serve -w /srv/reloop --port 8000
+    writes the buffered logs and exits. With --adapter, each answer is the live version
+    corrected by the day's labelled impressions (docs/guides/adapting.md).
+    Example: reloop serve -w /srv/reloop --port 8000 --adapter reloop2
     """
     import torch
     import uvicorn
@@ -72,7 +80,15 @@ def serve_command(
         if workers < 1 or threads < 1:
             raise BadInput("workers and threads: each must be >= 1")
         spec = spec_for(ws, spec_path)
-        clash = {"slot", "served_version", "served_pctr"} & set(spec.data.feature_fields)
+        if adapter is not None:
+            spec = spec.override("serving", adapter="" if adapter == "off" else adapter)
+        if spec.serving.adapter and workers > 1:
+            raise BadInput(
+                f"--adapter {spec.serving.adapter}: needs --workers 1 (each process would keep "
+                "a memory of its own and miss the feedback routed to the others)"
+            )
+        served = {"slot", "served_version", "served_pctr", "adapted_pctr"}
+        clash = served & set(spec.data.feature_fields)
         if clash:
             raise BadInput(
                 f"{spec.source}: field '{sorted(clash)[0]}' is a name the serving log uses"

@@ -73,6 +73,12 @@ def synth(
     user_lifetime_days: Annotated[
         int, typer.Option(help="Days a user stays before leaving (0: never).")
     ] = 0,
+    intraday_trend: Annotated[
+        float, typer.Option(help="Within a day, the day's new items trend: +this logit by 23:00.")
+    ] = 0.0,
+    intraday_base_shift: Annotated[
+        float, typer.Option(help="Within a day, the base logit moves from -this to +this.")
+    ] = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a simulated, drifting click log (one Parquet file per day).
@@ -82,6 +88,7 @@ def synth(
     reloop synth --days 61 --rows-per-day 1000000 --users 2000000 --items 1000000
     --new-items-per-day 150000 --new-users-per-day 50000 --item-lifetime-days 14
     --user-lifetime-days 30 --out big
+    Drifting within each day (`reloop replay`): reloop synth --intraday-trend 1.0 --out d
     """
     from reloop_cli.experiments.synth import SynthConfig, synthesize
 
@@ -96,6 +103,8 @@ def synth(
         new_users_per_day=new_users_per_day,
         item_lifetime_days=item_lifetime_days,
         user_lifetime_days=user_lifetime_days,
+        intraday_trend=intraday_trend,
+        intraday_base_shift=intraday_base_shift,
     )
     paths = run_stage(lambda: synthesize(config, out_dir))
     if as_json:
@@ -347,9 +356,8 @@ def _print_offpolicy(estimates: dict | None, names: dict[str, str]) -> None:
     for key, name in names.items():
         snips, ips = estimates[key]["snips_ctr"], estimates[key]["ips_ctr"]
         out.print(
-            f"  {name}: SNIPS {format_interval(snips)}, "
-            f"IPS {ips['value']:.4f}; effective requests "
-            f"{estimates[key]['effective_requests']:,.0f} of {estimates[key]['requests']:,}"
+            f"  {name}: SNIPS {format_interval(snips)}, IPS {ips['value']:.4f}; effective requests"
+            f" {estimates[key]['effective_requests']:,.0f} of {estimates[key]['requests']:,}"
         )
 
 

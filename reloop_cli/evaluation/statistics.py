@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import polars as pl
 from scipy import stats
 
 CONFIDENCE = 0.95
@@ -239,3 +240,58 @@ def proportion_estimate(successes: int, trials: int, confidence: float = CONFIDE
     interval = stats.binomtest(successes, trials).proportion_ci(confidence, method="wilson")
     se = math.sqrt(rate * (1 - rate) / trials)
     return Estimate(rate, se, float(interval.low), float(interval.high), None, confidence)
+
+
+def group_aucs(label: np.ndarray, score: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(per-group AUC, rows) for the groups holding both a click and a non-click; ties count
+    one half, as in the AUC itself."""
+    frame = pl.DataFrame(
+        {"g": pl.Series(groups).cast(pl.String), "y": np.asarray(label, np.int8), "s": score}
+    )
+    ranked = frame.with_columns(pl.col("s").rank("average").over("g").alias("r"))
+    per_group = (
+        ranked.group_by("g")
+        .agg(
+            pl.len().alias("rows"),
+            pl.col("y").sum().alias("m"),
+            (pl.col("r") * pl.col("y")).sum().alias("rank_sum"),
+        )
+        .with_columns((pl.col("rows") - pl.col("m")).alias("n"))
+        .filter((pl.col("m") > 0) & (pl.col("n") > 0))
+        .sort("g")
+    )
+    m, n = per_group["m"].to_numpy().astype(np.float64), per_group["n"].to_numpy()
+    aucs = (per_group["rank_sum"].to_numpy() - m * (m + 1) / 2) / (m * n)
+    return aucs, per_group["rows"].to_numpy().astype(np.float64)
+
+
+def _weighted_mean(values: np.ndarray, weights: np.ndarray, confidence: float, test: bool):
+    if values.size < 2:
+        value = float(values.mean()) if values.size else math.nan
+        return Estimate(value, math.nan, math.nan, math.nan)
+    share = weights / weights.sum()
+    mean = float((share * values).sum())
+    se = math.sqrt(float((share**2 * (values - mean) ** 2).sum()) * values.size / (values.size - 1))
+    return normal_estimate(mean, se, confidence, test=test)
+
+
+def gauc_estimate(
+    label: np.ndarray, score: np.ndarray, groups: np.ndarray, confidence: float = CONFIDENCE
+) -> Estimate:
+    """gAUC: the row-weighted mean of per-group AUCs (groups such as users with both a click
+    and a non-click), its interval treating groups as the sampled units."""
+    aucs, rows = group_aucs(label, score, groups)
+    return _weighted_mean(aucs, rows, confidence, test=False)
+
+
+def paired_gauc(
+    label: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    groups: np.ndarray,
+    confidence: float = CONFIDENCE,
+) -> Estimate:
+    """gAUC of B minus A on the same rows: the weighted mean of per-group differences."""
+    first, rows = group_aucs(label, a, groups)
+    second, _ = group_aucs(label, b, groups)
+    return _weighted_mean(second - first, rows, confidence, test=True)

@@ -52,6 +52,11 @@ class SynthConfig:
     new_users_per_day: int = 0
     user_lifetime_days: int = 0  # users stop appearing this many days after arriving; 0: never
     item_lifetime_days: int = 0  # items stop being shown this many days after arriving; 0: never
+    # Within the day (0: off, the bundled sample): the day's new items take up to half this
+    # share of the evening's impressions and their logit rises by up to this much by 23:00...
+    intraday_trend: float = 0.0
+    # ... and the base rate's logit moves from -this at midnight to +this at 23:00.
+    intraday_base_shift: float = 0.0
 
 
 class World:
@@ -115,8 +120,11 @@ class World:
         hour = rng.choice(24, n, p=HOUR_SHARE / HOUR_SHARE.sum())
         device = rng.choice(3, n, p=DEVICE_SHARE)
         position = rng.integers(1, POSITIONS + 1, n)
+        quality, shift = self.item_quality[item], 0.0
+        if config.intraday_trend or config.intraday_base_shift:  # more draws only when on
+            item, quality, shift = self._intraday(index, item, hour)
         affinity = np.einsum("ij,ij->i", self.user_vectors[user], self.item_vectors[item])
-        logit = self.logit(affinity, self.item_quality[item], user, hour, device, position)
+        logit = self.logit(affinity, quality, user, hour, device, position) + shift
         true_ctr = 1.0 / (1.0 + np.exp(-logit))
         click = (rng.random(n) < true_ctr).astype(np.int8)
         ts = self.day_start(index) + hour * 3600 + rng.integers(0, 3600, n)
@@ -136,6 +144,24 @@ class World:
         )
         self._drift(next_day=index + 1)
         return frame
+
+    def _intraday(
+        self, index: int, item: np.ndarray, hour: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Structure within day `index`: the day's new items trend (more of the impressions,
+        and more clicks, as the hours pass) and the base rate moves. Returns the rows' items,
+        their quality and a logit shift per row."""
+        c, progress = self.config, hour / 23.0
+        fresh = np.flatnonzero(self.item_birth == index)
+        item = item.copy()
+        if fresh.size and c.intraday_trend:
+            swap = self.rng.random(item.size) < min(c.intraday_trend, 1.0) * 0.5 * progress
+            appeal = self.item_appeal[fresh]
+            item[swap] = self.rng.choice(fresh, int(swap.sum()), p=appeal / appeal.sum())
+        trending = np.isin(item, fresh)
+        quality = self.item_quality[item] + c.intraday_trend * progress * trending
+        shift = c.intraday_base_shift * (2 * progress - 1)
+        return item, quality, shift
 
     def id_columns(self, user: np.ndarray, item: np.ndarray) -> dict[str, pl.Series]:
         """user_id, item_id and category spelled as every log of this world spells them: the

@@ -10,9 +10,7 @@ chain's versions and gate decisions).
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 
@@ -25,6 +23,8 @@ from reloop_cli.columns import LABEL, MAIN_CHAIN, PCTR
 from reloop_cli.evaluation.evaluate import labelled_scores
 from reloop_cli.evaluation.metrics import calibration_buckets
 from reloop_cli.evaluation.statistics import format_interval
+from reloop_cli.operations.html_parts import fmt, png, table
+from reloop_cli.operations.replay_report import REPLAY_FILE, replay_section
 from reloop_cli.store.registry import Registry
 from reloop_cli.store.workspace import Workspace
 
@@ -54,13 +54,6 @@ def save_over_http(ws: Workspace, payload: dict) -> Path:
     return path
 
 
-def _png(figure: plt.Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _metric_plot(sim: dict, metric: str, label: str) -> str:
     """Each arm's daily metric with its 95% interval as a band (and the oracle)."""
     figure, axis = plt.subplots(figsize=(7, 3.2))
@@ -86,7 +79,7 @@ def _metric_plot(sim: dict, metric: str, label: str) -> str:
     axis.set(title=f"next-day {label} per day (bands: 95% intervals)", xlabel="day", ylabel=label)
     axis.legend()
     axis.grid(alpha=0.3)
-    return _png(figure)
+    return png(figure)
 
 
 def _lift_plot(sim: dict) -> str | None:
@@ -114,7 +107,7 @@ def _lift_plot(sim: dict) -> str | None:
         axis.set_xticks(range(len(labels)), labels, rotation=30)
         axis.set(title=name)
         axis.legend()
-    return _png(figure)
+    return png(figure)
 
 
 def _verdicts(sim: dict) -> str:
@@ -149,9 +142,9 @@ def _repeats_section(sim: dict) -> str:
         rows.append(
             [
                 arm,
-                _fmt(auc["value"])
-                + (f" [{_fmt(auc['low'])}, {_fmt(auc['high'])}]" if auc["low"] is not None else ""),
-                _fmt(entry["mean_logloss"]["value"]),
+                fmt(auc["value"])
+                + (f" [{fmt(auc['low'])}, {fmt(auc['high'])}]" if auc["low"] is not None else ""),
+                fmt(entry["mean_logloss"]["value"]),
                 (format_interval(lift, signed=True) if lift and lift["low"] is not None else "-"),
                 f"{lift['p_value']:.2g}" if lift and lift["p_value"] is not None else "-",
                 f"{tally['better']} / {tally['worse']} / {tally['no_difference']}"
@@ -160,7 +153,7 @@ def _repeats_section(sim: dict) -> str:
                 entry.get("verdict_auc", ""),
             ]
         )
-    table = _table(
+    summary_table = table(
         [
             "arm",
             "mean AUC [95% CI]",
@@ -197,7 +190,7 @@ def _repeats_section(sim: dict) -> str:
     axis.set(title=f"pooled AUC lift over {sim['baseline']} per repeat (95% CI)")
     axis.legend()
     heading = f"<h2>Across {len(sim['repeats'])} repeats</h2>"
-    return heading + table + f'<img alt="plot" src="{_png(figure)}">'
+    return heading + summary_table + f'<img alt="plot" src="{png(figure)}">'
 
 
 def _calibration_plot(ws: Workspace, sim: dict) -> str | None:
@@ -224,7 +217,7 @@ def _calibration_plot(ws: Workspace, sim: dict) -> str | None:
     axis.plot([0, top], [0, top], linestyle="--", color="grey", label="perfect")
     axis.set(title="calibration, last day", xlabel="mean predicted CTR", ylabel="observed CTR")
     axis.legend()
-    return _png(figure)
+    return png(figure)
 
 
 def _online_plot(world: dict, key: str, label: str) -> str:
@@ -248,7 +241,7 @@ def _online_plot(world: dict, key: str, label: str) -> str:
     axis.set(title=f"world {world['config']['world']}: {label} per day", xlabel="day", ylabel=label)
     axis.legend(fontsize="small")
     axis.grid(alpha=0.3)
-    return _png(figure)
+    return png(figure)
 
 
 def _closed_loop_section(payload: dict) -> str:
@@ -269,16 +262,16 @@ def _closed_loop_section(payload: dict) -> str:
         rows = [
             [
                 policy,
-                _fmt(entry["ctr"]),
-                _fmt(entry["expected_ctr"]),
-                _fmt(entry.get("regret")),
-                _fmt(entry["gini"]),
-                _fmt(entry.get("ope_error")),
+                fmt(entry["ctr"]),
+                fmt(entry["expected_ctr"]),
+                fmt(entry.get("regret")),
+                fmt(entry["gini"]),
+                fmt(entry.get("ope_error")),
             ]
             for policy, entry in means.items()
         ]
         parts.append(
-            _table(["policy", "online CTR", "expected CTR", "regret", "Gini", "OPE error"], rows)
+            table(["policy", "online CTR", "expected CTR", "regret", "Gini", "OPE error"], rows)
         )
         parts.append("<ul>" + "".join(items) + "</ul>")
     summary = payload["summary"]
@@ -292,20 +285,8 @@ def _closed_loop_section(payload: dict) -> str:
             for arm, e in summary["lifts"].items()
         ]
         parts.append(f"<h3>Across worlds {summary['worlds']}</h3>")
-        parts.append(_table(["arm", "online CTR lift [95% CI, t]", "verdict"], rows))
+        parts.append(table(["arm", "online CTR lift [95% CI, t]", "verdict"], rows))
     return "".join(parts)
-
-
-def _table(headers: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
 
 
 def _history(registry: Registry) -> str:
@@ -323,14 +304,14 @@ def _history(registry: Registry) -> str:
                 f"v{v['parent']}" if v["parent"] else "-",
                 v["loss"],
                 v["status"],
-                _fmt(holdout.get("auc")),
-                _fmt(holdout.get("logloss")),
+                fmt(holdout.get("auc")),
+                fmt(holdout.get("logloss")),
                 verdict,
             ]
         )
     if not rows:
         return "<p>No versions in the main chain yet (`reloop run` or `reloop train`).</p>"
-    return _table(
+    return table(
         ["version", "day", "parent", "loss", "status", "holdout AUC", "holdout Logloss", "gate"],
         rows,
     )
@@ -357,15 +338,18 @@ def build_report(ws: Workspace) -> str:
         ]
         sections += [f'<img alt="plot" src="{src}">' for src in images if src]
         means = [
-            [arm, _fmt(e["mean_auc"]), _fmt(e["mean_logloss"])] for arm, e in sim["arms"].items()
+            [arm, fmt(e["mean_auc"]), fmt(e["mean_logloss"])] for arm, e in sim["arms"].items()
         ]
-        sections.append(_table(["arm", "mean AUC", "mean Logloss"], means))
+        sections.append(table(["arm", "mean AUC", "mean Logloss"], means))
         sections.append(_verdicts(sim))
     else:
         sections.append("<p>No simulation in this workspace yet (`reloop simulate`).</p>")
     closed = ws.reports / CLOSED_LOOP_FILE
     if closed.exists():
         sections.append(_closed_loop_section(json.loads(closed.read_text(encoding="utf-8"))))
+    replayed = ws.reports / REPLAY_FILE
+    if replayed.exists():
+        sections.append(replay_section(json.loads(replayed.read_text(encoding="utf-8"))))
     sections.append("<h2>Versions and gate decisions (chain main)</h2>")
     if ws.registry_path.exists():
         with Registry(ws) as registry:

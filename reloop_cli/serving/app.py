@@ -68,10 +68,34 @@ class Telemetry:
         )
         logged.labels("impressions").set_function(lambda: service.impressions.written)
         logged.labels("clicks").set_function(lambda: service.clicks.written)
+        adapted = Gauge(
+            "reloop_adapter_rows",
+            "The live release's adapter: impressions written to it, held for their labels, "
+            "dropped past serving.adapter_pending_rows.",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind in ("written", "held", "dropped"):
+            adapted.labels(kind).set_function(lambda kind=kind: _adapter_count(service, kind))
+        memory = Gauge(
+            "reloop_adapter_bytes", "The live adapter's memory in bytes.", registry=self.registry
+        )
+        memory.set_function(
+            lambda: (
+                service.live.adapter.memory_bytes() if service.live and service.live.adapter else 0
+            )
+        )
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
+
+
+def _adapter_count(service: Service, kind: str) -> int:
+    adapter = service.live.adapter if service.live else None
+    if adapter is None:
+        return 0
+    return len(adapter.held) if kind == "held" else getattr(adapter, kind)
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -126,6 +150,7 @@ def create_app(service: Service) -> Starlette:
             "version": live.version if live else None,
             "release": live.release.name if live else None,
             "cold_start": cold,  # serving at random until a version is published
+            "adapter": limits.adapter or None,
             "boot": service.boot,
         }
         return JSONResponse(body, status_code=200 if body["ready"] else 503)

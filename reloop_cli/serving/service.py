@@ -21,7 +21,9 @@ import numpy as np
 import polars as pl
 import torch
 
+from reloop_cli.adapt.keys import key_layer
 from reloop_cli.evaluation import policies
+from reloop_cli.serving.adapting import ServedAdapter
 from reloop_cli.serving.encoder import RequestEncoder
 from reloop_cli.serving.logs import (
     BOOTS,
@@ -43,6 +45,7 @@ LOG_COLUMNS = (
     "ts",
     "served_version",
     "served_pctr",
+    "adapted_pctr",
     "slot",
     "propensity",
 )
@@ -50,48 +53,74 @@ LOG_COLUMNS = (
 
 @dataclass
 class Live:
-    """One loaded release, its encoder and its forward pass: what a request is scored with."""
+    """One loaded release, its encoder and its forward pass: what a request is scored with;
+    with `serving.adapter` on, the adapter that corrects this release (and only this one)."""
 
     release: Release
     encoder: RequestEncoder
-    forward: torch.jit.ScriptModule  # (categorical, dense) -> pCTR
+    forward: torch.jit.ScriptModule  # (categorical, dense) -> (pCTR, the adapter's key)
+    adapter: ServedAdapter | None = None
 
     @property
     def version(self) -> int:
         return self.release.version
 
     def predict(self, categorical: torch.Tensor, dense: torch.Tensor) -> np.ndarray:
+        return self.predict_with_keys(categorical, dense)[0]
+
+    def predict_with_keys(
+        self, categorical: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
-            return self.forward(categorical, dense).numpy().astype(np.float64)
+            pctr, keys = self.forward(categorical, dense)
+        return pctr.numpy().astype(np.float64), keys.numpy()
 
 
-def load_live(serving_root: Path, name: str) -> Live:
+def load_live(serving_root: Path, name: str, spec: Spec | None = None) -> Live:
     """A release ready to serve. Its network is traced here, from the weights it was read
     with (no pickled program is loaded): the same arithmetic as the eager model, with less
-    Python per call (100 rows: 142 us traced, 259 us eager; docs/guides/serving.md)."""
+    Python per call (100 rows: 142 us traced, 259 us eager; docs/guides/serving.md). With
+    `spec.serving.adapter` set, an empty adapter for this release comes with it."""
     release = load_release(serving_root, name)
     encoder = RequestEncoder(
         release.spec, release.vocab, release.meta["field_sizes"], release.forms
     )
     example = encoder.encode([{}, {}])
+    wrapped = _ProbabilityAndKey(release.model.requires_grad_(False).eval())
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the trace fixes this release's shapes, as it should
-        forward = torch.jit.trace(
-            _Probability(release.model.requires_grad_(False)),
-            (example.categorical, example.dense),
-        )
-    return Live(release, encoder, forward)
+        forward = torch.jit.trace(wrapped, (example.categorical, example.dense))
+        key_dim = int(forward(example.categorical, example.dense)[1].shape[1])
+    adapter = None
+    if spec is not None and spec.serving.adapter:
+        seed = spec.serving.seed if spec.serving.seed is not None else 0
+        adapter = ServedAdapter(spec, release.model, key_dim, seed)
+    return Live(release, encoder, forward, adapter)
 
 
-class _Probability(torch.nn.Module):
-    """The network with its sigmoid: what a request is answered with."""
+class _ProbabilityAndKey(torch.nn.Module):
+    """The network with its sigmoid, what a request is answered with, and the key ReLoop2's
+    memory hashes (`adapt/keys.py`), read in the same pass: the hook's tensor is part of the
+    traced graph, so it costs one more output, not a second forward."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.layer, self.key_is_input = key_layer(model)
 
-    def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(categorical, dense))
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor):
+        captured: list[torch.Tensor] = []
+
+        def hook(_module, inputs, output) -> None:
+            captured.append(inputs[0] if self.key_is_input else output)
+
+        handle = self.layer.register_forward_hook(hook)
+        try:
+            logits = self.model(categorical, dense)
+        finally:
+            handle.remove()
+        key = captured[-1]
+        return torch.sigmoid(logits), key.reshape(key.shape[0], -1)
 
 
 @dataclass
@@ -184,7 +213,8 @@ class Service:
         named = pointer(self.config.serving_root)
         if named is None or (self.live and self.live.release.name == named["release"]):
             return False
-        fresh = load_live(self.config.serving_root, named["release"])  # beside the one serving
+        # beside the one serving; with an adapter, a fresh empty one (a new version is live)
+        fresh = load_live(self.config.serving_root, named["release"], self.config.spec)
         before = self.live.version if self.live else None
         self.live = fresh  # one reference: a request in flight keeps the one it took
         self.counters.swaps += 1
@@ -210,12 +240,26 @@ class Service:
             encoded = (live.encoder if live else self.cold).encode(rows)
         except ValueError as error:
             raise RequestError(422, f"candidates: {error}") from None
-        pctr = live.predict(encoded.categorical, encoded.dense) if live else None
         now = request.time if request.time is not None else time.time()
+        pctr = base = keys = None
+        if live is not None:
+            base, keys = live.predict_with_keys(encoded.categorical, encoded.dense)
+            pctr = base
+            if live.adapter is not None:
+                pctr = live.adapter.predict(base, keys, encoded.logged, now)
         request_id = request.request_id or self.ids.take(1)[0]
         ids = self.ids.take(len(rows))
         slate = self._slate(pctr, len(rows), request.slots) if request.slots else None
-        self._log(live, request_id, now, ids, pctr, encoded.logged, slate)
+        self._log(live, request_id, now, ids, base, pctr, encoded.logged, slate)
+        if live is not None and live.adapter is not None:
+            shown = slate[0] if slate is not None else np.arange(len(ids))
+            live.adapter.hold(
+                [ids[c] for c in shown],
+                base[shown],
+                keys[shown],
+                {name: [values[c] for c in shown] for name, values in encoded.logged.items()},
+                now,
+            )
 
         def served(candidate: int) -> float | None:
             return float(pctr[candidate]) if pctr is not None else None
@@ -260,8 +304,11 @@ class Service:
             shown, propensity = policies.serve(policy, scores, self.rng)
         return shown[0], propensity[0]
 
-    def _log(self, live, request_id, now, ids, pctr, logged, slate) -> None:
-        """The shown impressions (every candidate when no slots were asked), as trained on."""
+    def _log(self, live, request_id, now, ids, pctr, adapted, logged, slate) -> None:
+        """The shown impressions (every candidate when no slots were asked), as trained on:
+        `served_pctr` is the version's own prediction (tomorrow's ỹ_last), `adapted_pctr`
+        what the adapter made of it and the request was answered with (null when off)."""
+        corrected = live is not None and live.adapter is not None
         position = self.config.spec.serving.position_field
         picks = (
             [(int(c), slot, float(p)) for slot, (c, p) in enumerate(zip(*slate, strict=True), 1)]
@@ -279,6 +326,7 @@ class Service:
                 ts=now,
                 served_version=live.version if live else None,
                 served_pctr=float(pctr[candidate]) if pctr is not None else None,
+                adapted_pctr=float(adapted[candidate]) if corrected else None,
                 slot=slot,
                 propensity=propensity,
             )
@@ -287,9 +335,11 @@ class Service:
 
     def feedback(self, clicks: list[tuple[str, float | None]]) -> int:
         now = time.time()
-        self.clicks.append(
-            [{"impression_id": i, "ts": t if t is not None else now} for i, t in clicks]
-        )
+        timed = [(i, t if t is not None else now) for i, t in clicks]
+        self.clicks.append([{"impression_id": i, "ts": t} for i, t in timed])
+        live = self.live
+        if live is not None and live.adapter is not None and timed:
+            live.adapter.click(timed)
         return len(clicks)
 
 
@@ -301,6 +351,7 @@ def impression_types(spec: Spec) -> dict[str, pl.DataType]:
         "request_id": pl.String,
         "served_version": pl.Int64,
         "served_pctr": pl.Float64,
+        "adapted_pctr": pl.Float64,
         "slot": pl.Int64,
         "propensity": pl.Float64,
         **{name: pl.String for name in data.categorical},

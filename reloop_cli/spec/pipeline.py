@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reloop_cli.errors import BadInput
+from reloop_cli.spec.adapt import AdaptSpec
 from reloop_cli.spec.data import DataSpec
 from reloop_cli.spec.sections import GateSpec, ModelSpec, TrainSpec, VocabularySpec
 from reloop_cli.spec.serving import ServingSpec
@@ -36,12 +37,17 @@ class Spec:
     gate: GateSpec = field(default_factory=GateSpec)
     vocabulary: VocabularySpec = field(default_factory=VocabularySpec)
     serving: ServingSpec = field(default_factory=ServingSpec)
+    adapt: AdaptSpec = field(default_factory=AdaptSpec)
     source: str = "<defaults>"
 
     def validate(self) -> Spec:
         try:
             for section in (self.data, self.model, self.train, self.gate, self.serving):
                 section.validate()
+            self.adapt.validate()
+            for name in (self.adapt.group_field, *self.adapt.bias_fields):
+                if name and name not in self.data.feature_fields:
+                    raise BadInput(f"adapt: '{name}' is no field of [data]")
             position = self.serving.position_field
             if position and position not in self.data.feature_fields:
                 raise BadInput(f"serving.position_field: '{position}' is no field of [data]")
@@ -79,6 +85,7 @@ _SECTIONS = {
     "gate": GateSpec,
     "vocabulary": VocabularySpec,
     "serving": ServingSpec,
+    "adapt": AdaptSpec,
 }
 
 

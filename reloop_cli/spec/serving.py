@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from reloop_cli.spec.adapt import SERVED_ADAPTERS
 from reloop_cli.spec.checks import check
 
 POLICIES = ("greedy", "epsilon", "softmax")
@@ -47,6 +48,11 @@ class ServingSpec:
     on_publish: str = ""  # a command run after each publish: {version}, {path}, {chain} filled in
     on_publish_timeout: float = 300.0
     keep_releases: int = 5  # published releases kept on disk (the live one always)
+    # Correct the live version between retrains ([adapt] sets it): "" (off), intercept,
+    # field_bias or reloop2 (docs/guides/adapting.md). Filled from /feedback once an
+    # impression's attribution window closes; emptied when a new version goes live.
+    adapter: str = ""
+    adapter_pending_rows: int = 200_000  # shown impressions held for their labels, at most
 
     def validate(self) -> None:
         check(
@@ -64,3 +70,9 @@ class ServingSpec:
         for key in ("flush_seconds", "reload_seconds", "on_publish_timeout"):
             check(getattr(self, key) > 0, f"serving.{key}", "must be > 0")
         check(self.keep_releases >= 1, "serving.keep_releases", "must be >= 1")
+        check(
+            self.adapter in ("", *SERVED_ADAPTERS),
+            "serving.adapter",
+            f"'{self.adapter}' is not one of {SERVED_ADAPTERS} (or empty: off)",
+        )
+        check(self.adapter_pending_rows >= 1, "serving.adapter_pending_rows", "must be >= 1")

@@ -1,0 +1,145 @@
+"""`python -m benchmarks.adapt_memory [--quick]`: what ReLoop2's error memory costs, side by side
+in one run: its bytes, the latency it adds per scored row and its write throughput at K 70 and
+180 arrays of 2^16 buckets (L 16, the paper's), and `/score` p99 at 100 candidates with the
+memory on against the same server with it off.
+
+- Per row: `ErrorMemory.predict` on requests of 100 rows (hash, read, attend, blend) timed
+  against the base, which returns its input, over keys of the sample model's last hidden
+  layer width (32); writes are `observe` on batches of 5,000 labelled rows.
+- /score: `reloop serve --trust-client-time` on loopback, one process, one torch thread, the
+  bundled sample's v1; each request carries a time 9 s after the one before, so from the
+  200th request on every request also writes the impressions whose 30-minute attribution
+  window closed (the steady state of a day: reads and writes both). Same requests, same
+  server settings, the adapter off and on.
+
+The load generator shares the machine's cores with the server: loopback figures, for the
+ratio, not a capacity plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.serve_load import build_workspace, measure, request_bodies
+from reloop_cli.adapt.base import Rows
+from reloop_cli.adapt.error_memory import ErrorMemory, MemorySettings
+from reloop_cli.experiments.live_server import ServerProcess
+
+KEY_DIM = 32  # the sample DeepFM's last hidden layer
+ARRAYS = (70, 180)
+BITS = 16
+SPACING_SECONDS = 9.0  # 200 requests per 30-minute attribution window
+
+
+def rows(n: int, seed: int, labelled: bool) -> Rows:
+    rng = np.random.default_rng(seed)
+    return Rows(
+        pctr=rng.uniform(0.02, 0.3, n),
+        keys=rng.standard_normal((n, KEY_DIM)).astype(np.float32),
+        categorical=torch.zeros((n, 0), dtype=torch.long),
+        dense=torch.zeros((n, 0)),
+        labels=rng.integers(0, 2, n).astype(np.float64) if labelled else None,
+    )
+
+
+def per_row(arrays: int, quick: bool) -> dict:
+    """Bytes, µs added per scored row (100-row requests), labelled rows written per second."""
+    memory = ErrorMemory(MemorySettings(arrays=arrays, bits=BITS), KEY_DIM)
+    writes = [rows(5_000, seed, True) for seed in range(2 if quick else 20)]
+    started = time.perf_counter()
+    for batch in writes:
+        memory.observe(batch)
+    write_per_s = sum(len(b) for b in writes) / (time.perf_counter() - started)
+    queries = [rows(100, 1_000 + i, False) for i in range(20 if quick else 300)]
+    for query in queries[:5]:
+        memory.predict(query)
+    timed = []
+    for query in queries:
+        started = time.perf_counter()
+        memory.predict(query)
+        timed.append(time.perf_counter() - started)
+    return {
+        "arrays": arrays,
+        "bits": BITS,
+        "memory_bytes": memory.memory_bytes(),
+        "added_us_per_row": float(np.median(timed)) / 100 * 1e6,
+        "added_ms_per_100_rows_p99": float(np.percentile(timed, 99)) * 1e3,
+        "write_rows_per_s": write_per_s,
+    }
+
+
+def score_p99(ws, args) -> dict:
+    """/score at 100 candidates, the adapter off and on (K 70 and 180, L 16)."""
+    count = 300 if args.quick else 2_000
+    bodies = request_bodies(ws, 100, count, seed=100)
+    start = 1_704_240_000.0
+    for index, body in enumerate(bodies):
+        body["time"] = start + SPACING_SECONDS * index
+    encoded = [json.dumps(b).encode() for b in bodies]
+    base_env = {"RELOOP_SERVING_FLUSH_ROWS": "20000"}
+    arms = {"off": {}}
+    for arrays in ARRAYS:
+        arms[f"reloop2_k{arrays}"] = {
+            "RELOOP_SERVING_ADAPTER": "reloop2",
+            "RELOOP_ADAPT_MEMORY_ARRAYS": str(arrays),
+            "RELOOP_ADAPT_MEMORY_BITS": str(BITS),
+        }
+    figures = {}
+    for name, env in arms.items():
+        extra = ("--threads", "1", "--trust-client-time")
+        with ServerProcess(ws.root, extra, environment={**base_env, **env}) as server:
+            figures[name] = measure(server.port, "/score", encoded, args)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
+    parser.add_argument("--concurrency", type=int, default=1, help="client threads")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    figures: dict = {"memory": [per_row(arrays, args.quick) for arrays in ARRAYS]}
+    root = Path(tempfile.mkdtemp(prefix="reloop-adapt-bench-"))
+    try:
+        ws, _ = build_workspace(root, args.quick)
+        figures["score"] = score_p99(ws, args)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    render(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def render(figures: dict) -> None:
+    print(f"ReLoop2's error memory, L {BITS}, keys of {KEY_DIM} numbers (one thread):")
+    for entry in figures["memory"]:
+        print(
+            f"  K {entry['arrays']:>3}: {entry['memory_bytes'] / 2**20:,.1f} MiB, "
+            f"+{entry['added_us_per_row']:.1f} µs per scored row (median, 100-row requests; "
+            f"p99 {entry['added_ms_per_100_rows_p99']:.2f} ms a request), "
+            f"{entry['write_rows_per_s']:,.0f} labelled rows written/s"
+        )
+    score = figures["score"]
+    off = score["off"]
+    print("POST /score, 100 candidates, loopback, one process: p50 / p99 ms from one client")
+    for name, result in score.items():
+        ratio = result["p99_ms"] / off["p99_ms"]
+        print(
+            f"  {name:>12}: {result['p50_ms']:.2f} / {result['p99_ms']:.2f} ms, "
+            f"{result['per_s']:,.0f}/s, p99 {ratio:.2f}x off"
+            + (f" ({result['failures']} failed)" if result["failures"] else "")
+        )
+
+
+if __name__ == "__main__":
+    main()

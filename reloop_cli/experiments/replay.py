@@ -1,0 +1,254 @@
+"""`reloop replay`: a day of logs run in time order as serving saw it, each adapter correcting
+the version between two retrains, judged slot by slot against the unadapted version.
+
+The day is cut into `slots` equal spans of its 24 hours (in the spec's time zone). Before slot s
+is predicted, every adapter is handed the labelled rows whose label has arrived by the slot's
+start: rows shown at least `label_delay` seconds before it (clicks arrive late). So a slot's
+predictions never depend on its own labels or on any later slot's (the test alters them and
+checks). Each adapter starts empty (reset) at the day's start, as it would when the version went
+live.
+
+Per slot and pooled over the day, for every adapter: AUC (DeLong interval), gAUC grouped by
+`adapt.group_field` (groups as the units), Logloss (per-row interval) and the calibration ratio
+Σp/Σy; and each adapter paired against `base` on the same rows (DeLong's paired test, the mean
+per-row Logloss difference, the paired gAUC difference). The rows' order, the memory's
+projections and the fine-tuning's batches are seeded: the same replay gives the same figures,
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import polars as pl
+
+from reloop_cli.adapt.base import Adapter, Rows
+from reloop_cli.adapt.from_spec import bias_fields, group_field, make_adapter
+from reloop_cli.adapt.keys import predict_with_keys
+from reloop_cli.columns import IMPRESSION_ID, LABEL, TS
+from reloop_cli.errors import BadInput
+from reloop_cli.evaluation import statistics
+from reloop_cli.features import vocabulary
+from reloop_cli.features.encoding import encode, to_tensors
+from reloop_cli.spec.adapt import ADAPTERS
+from reloop_cli.spec.pipeline import Spec
+from reloop_cli.store.workspace import Workspace
+from reloop_cli.versions.checkpoint import LoadedVersion, load_version
+
+DAY_SECONDS = 86_400
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    version: int
+    day: str
+    slots: int = 24
+    label_delay_seconds: float = 3_600.0
+    adapters: tuple[str, ...] = ADAPTERS
+    seed: int = 0
+
+    def validate(self) -> ReplayRequest:
+        if not 1 <= self.slots <= 1_440:
+            raise BadInput(f"slots: {self.slots} is not in 1..1440")
+        if self.label_delay_seconds < 0:
+            raise BadInput("label_delay: must be >= 0")
+        unknown = [a for a in self.adapters if a not in ADAPTERS]
+        if unknown:
+            raise BadInput(f"adapters: '{unknown[0]}' is not one of {', '.join(ADAPTERS)}")
+        return self
+
+
+@dataclass
+class ReplayDay:
+    """A day's rows in time order, encoded for the version, with its predictions and keys."""
+
+    rows: Rows
+    labels: np.ndarray
+    ts: np.ndarray
+    slot: np.ndarray  # each row's slot
+    groups: np.ndarray
+    slot_starts: np.ndarray  # epoch seconds
+
+
+@dataclass
+class ReplayResult:
+    request: ReplayRequest
+    group_field: str
+    rows: int
+    clicks: int
+    slots: list[dict]  # per slot: per adapter its figures and its pairing with base
+    pooled: dict  # per adapter, over the day
+    memory_bytes: dict[str, int]
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "request": asdict(self.request),
+            "group_field": self.group_field,
+            "rows": self.rows,
+            "clicks": self.clicks,
+            "settings": self.settings,
+            "slots": self.slots,
+            "pooled": self.pooled,
+            "memory_bytes": self.memory_bytes,
+        }
+
+
+def load_day(ws: Workspace, loaded: LoadedVersion, spec: Spec, request: ReplayRequest) -> ReplayDay:
+    """The day's labelled rows in time order (ties by impression id), encoded with the
+    vocabulary the version trained with."""
+    if request.day not in ws.days():
+        raise BadInput(f"day: {request.day} has no ingested logs in {ws.root}")
+    grouped_by = group_field(spec)
+    raw = ws.scan_logs([request.day]).sort(TS, IMPRESSION_ID).collect()
+    if raw.is_empty():
+        raise BadInput(f"day: {request.day} has no rows")
+    view = vocabulary.for_version(ws, loaded.meta)
+    encoded = encode(raw.lazy(), loaded.spec, view, loaded.meta["field_sizes"]).collect()
+    table = to_tensors(encoded, loaded.spec)
+    pctr, keys = predict_with_keys(loaded.model, table.categorical, table.dense)
+    zone = ZoneInfo(spec.data.timezone)
+    midnight = datetime.fromisoformat(request.day).replace(tzinfo=zone).timestamp()
+    width = DAY_SECONDS / request.slots
+    ts = raw[TS].cast(pl.Float64).to_numpy()  # the workspace keeps epoch seconds (Int64)
+    slot = np.clip(((ts - midnight) // width).astype(np.int64), 0, request.slots - 1)
+    values = {
+        name: raw[name].cast(pl.String).fill_null("").to_numpy()
+        for name in {*bias_fields(spec), grouped_by}
+    }
+    rows = Rows(
+        pctr=pctr,
+        keys=keys,
+        categorical=table.categorical,
+        dense=table.dense,
+        values=values,
+    )
+    return ReplayDay(
+        rows=rows,
+        labels=raw[LABEL].to_numpy().astype(np.int8),
+        ts=ts,
+        slot=slot,
+        groups=values[grouped_by],
+        slot_starts=midnight + width * np.arange(request.slots),
+    )
+
+
+def build_adapters(
+    spec: Spec, loaded: LoadedVersion, key_dim: int, names: tuple[str, ...], seed: int
+) -> dict[str, Adapter]:
+    """The adapters asked for, with the spec's [adapt] settings; `base` always first."""
+    chosen = ("base", *[n for n in names if n != "base"])
+    return {name: make_adapter(name, spec, loaded.model, key_dim, seed) for name in chosen}
+
+
+def replay_predictions(
+    day: ReplayDay, adapters: dict[str, Adapter], delay: float
+) -> dict[str, np.ndarray]:
+    """Every adapter's prediction of every row, slot by slot, each slot predicted before the
+    labels that arrive during it are handed over."""
+    predictions = {name: np.zeros(len(day.rows)) for name in adapters}
+    for adapter in adapters.values():
+        adapter.reset()
+    labelled = replace(day.rows, labels=day.labels.astype(np.float64))
+    handed = 0  # rows are in time order: a prefix has been handed over
+    arrival = day.ts + delay
+    for slot, start in enumerate(day.slot_starts):
+        ready = int(np.searchsorted(arrival, start, side="right"))
+        if ready > handed:  # arrival is sorted because ts is
+            batch = labelled.subset(np.arange(handed, ready))
+            for adapter in adapters.values():
+                adapter.observe(batch)
+            handed = ready
+        index = np.flatnonzero(day.slot == slot)
+        if index.size == 0:
+            continue
+        shown = day.rows.subset(index)  # no labels: a prediction cannot read them
+        for name, adapter in adapters.items():
+            predictions[name][index] = adapter.predict(shown)
+    return predictions
+
+
+def figures(labels: np.ndarray, prob: np.ndarray, groups: np.ndarray) -> dict:
+    clicks = float(labels.sum())
+    return {
+        "rows": int(labels.size),
+        "clicks": int(clicks),
+        "auc": statistics.auc_estimate(labels, prob).to_dict(),
+        "gauc": statistics.gauc_estimate(labels, prob, groups).to_dict(),
+        "logloss": statistics.logloss_estimate(labels, prob).to_dict(),
+        "calibration": float(prob.sum() / clicks) if clicks else math.nan,
+    }
+
+
+def against_base(labels: np.ndarray, base: np.ndarray, mine: np.ndarray, groups) -> dict:
+    pair = statistics.paired(labels, base, mine)
+    return {
+        "auc": pair.auc.to_dict(),
+        "logloss": pair.logloss.to_dict(),
+        "gauc": statistics.paired_gauc(labels, base, mine, groups).to_dict(),
+    }
+
+
+def replay_day(
+    ws: Workspace, spec: Spec, request: ReplayRequest, on_step=lambda _: None
+) -> ReplayResult:
+    """Replay `request.day` with `request.version` and its adapters."""
+    request = request.validate()
+    loaded = load_version(ws, request.version)
+    day = load_day(ws, loaded, spec, request)
+    on_step(f"replaying {len(day.rows):,} rows of {request.day} in {request.slots} slots")
+    adapters = build_adapters(spec, loaded, day.rows.keys.shape[1], request.adapters, request.seed)
+    predictions = replay_predictions(day, adapters, request.label_delay_seconds)
+    base = predictions["base"]
+    slots = []
+    for slot in range(request.slots):
+        index = np.flatnonzero(day.slot == slot)
+        labels, groups = day.labels[index], day.groups[index]
+        entry: dict = {"slot": slot, "start": float(day.slot_starts[slot]), "rows": int(index.size)}
+        for name, prob in predictions.items():
+            entry[name] = figures(labels, prob[index], groups) if index.size else {}
+            if name != "base" and index.size:
+                entry[name]["vs_base"] = against_base(labels, base[index], prob[index], groups)
+        slots.append(entry)
+    pooled = {}
+    for name, prob in predictions.items():
+        pooled[name] = figures(day.labels, prob, day.groups)
+        if name != "base":
+            pooled[name]["vs_base"] = against_base(day.labels, base, prob, day.groups)
+    return ReplayResult(
+        request=request,
+        group_field=group_field(spec),
+        rows=len(day.rows),
+        clicks=int(day.labels.sum()),
+        slots=slots,
+        pooled=pooled,
+        memory_bytes={name: adapter.memory_bytes() for name, adapter in adapters.items()},
+        settings=asdict(spec.adapt),
+    )
+
+
+def tune_memory(
+    ws: Workspace,
+    spec: Spec,
+    request: ReplayRequest,
+    weights: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8),
+    bits: tuple[int, ...] = (8, 10, 12, 16),
+) -> tuple[Spec, list[dict]]:
+    """ReLoop2's λ and L chosen on `request.day` (an earlier day than the one reported) by
+    pooled Logloss, the other adapters at their settings; returns the tuned spec and the grid."""
+    loaded = load_version(ws, request.version)
+    day = load_day(ws, loaded, spec, request)
+    grid = []
+    for weight, width in itertools.product(weights, bits):
+        tuned = spec.override("adapt", memory_weight=weight, memory_bits=width)
+        adapters = build_adapters(tuned, loaded, day.rows.keys.shape[1], ("reloop2",), request.seed)
+        predictions = replay_predictions(day, adapters, request.label_delay_seconds)
+        loss = statistics.logloss_estimate(day.labels, predictions["reloop2"]).value
+        grid.append({"weight": weight, "bits": width, "logloss": loss})
+    best = min(grid, key=lambda g: g["logloss"])
+    return spec.override("adapt", memory_weight=best["weight"], memory_bits=best["bits"]), grid
