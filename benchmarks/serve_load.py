@@ -527,12 +527,14 @@ def render(figures: dict) -> None:
             )
         print(ratio)
     swap = figures["hot_swap"]
-    worst = swap["max_around_swap_ms"]
+    worst, before = swap["max_around_swap_ms"], swap["p99_before_ms"]
     print(
         f"hot swap under load: {swap['requests']} requests, {swap['failures']} failed, versions "
         f"{swap['versions']}, v1 answers started after the first v2 one: "
-        f"{swap['stale_after_swap']}; p99 before {swap['p99_before_ms']:.2f} ms, worst within "
-        f"1 s of the swap " + (f"{worst:.2f} ms" if worst is not None else "(no swap seen)")
+        f"{swap['stale_after_swap']}; p99 before "
+        + (f"{before:.2f} ms" if before is not None else "- (no answer a second before it)")
+        + ", worst within 1 s of the swap "
+        + (f"{worst:.2f} ms" if worst is not None else "(no swap seen)")
     )
     join = figures["click_join"]
     print(

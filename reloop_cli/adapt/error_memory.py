@@ -84,6 +84,7 @@ class ErrorMemory(Adapter):
         # One row per bucket (count, Σy, Σy_base) side by side: a read touches one cache line
         # per bucket, not three (the reads are random over megabytes: that is their cost).
         self.sums = np.zeros((cells, 3), np.float32)
+        self.sums.fill(0)  # touch every page now, not in the request that first writes there
         self.key_sums = (
             np.zeros((cells, key_dim), np.float32) if settings.similarity == "cosine" else None
         )
@@ -96,8 +97,8 @@ class ErrorMemory(Adapter):
         out = np.empty((keys.shape[0], k), np.int64)
         for start in range(0, keys.shape[0], CHUNK):
             signs = (keys[start : start + CHUNK] @ self.planes) > 0
-            codes = signs.reshape(-1, k, bits).astype(np.float32) @ self.powers
-            out[start : start + CHUNK] = codes.astype(np.int64) + self.offsets
+            codes = signs.reshape(-1, bits).astype(np.float32) @ self.powers  # one gemv
+            out[start : start + CHUNK] = codes.astype(np.int64).reshape(-1, k) + self.offsets
         return out
 
     def observe(self, rows: Rows) -> None:

@@ -9,8 +9,14 @@ flattened field embeddings, the representation every model shares.
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import torch
 from torch import nn
+
+from reloop_cli.features import vocabulary
+from reloop_cli.features.encoding import TensorTable, encode, to_tensors
+from reloop_cli.store.workspace import Workspace
+from reloop_cli.versions.checkpoint import LoadedVersion
 
 BATCH = 4_096
 
@@ -49,3 +55,15 @@ def predict_with_keys(
     if not pctr:
         return np.zeros(0), np.zeros((0, 0), np.float32)
     return torch.cat(pctr).numpy(), torch.cat(keys).numpy()
+
+
+def score_with_keys(
+    ws: Workspace, loaded: LoadedVersion, rows: pl.LazyFrame
+) -> tuple[np.ndarray, np.ndarray, TensorTable]:
+    """(pCTR, keys, the encoded inputs) of raw log rows, in their order, encoded with the
+    vocabulary as it was when the version trained (as `versions.score.predict_frame` does)."""
+    view = vocabulary.for_version(ws, loaded.meta)
+    encoded = encode(rows, loaded.spec, view, loaded.meta["field_sizes"]).collect()
+    table = to_tensors(encoded, loaded.spec)
+    pctr, keys = predict_with_keys(loaded.model, table.categorical, table.dense)
+    return pctr, keys, table

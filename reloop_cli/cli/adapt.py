@@ -15,6 +15,7 @@ from reloop_cli.cli.common import (
     SpecOpt,
     WorkspaceOpt,
     app,
+    duration_option,
     emit_json,
     fmt,
     out,
@@ -59,16 +60,12 @@ def replay(
     from reloop_cli.experiments.replay import ReplayRequest, replay_day, tune_memory
     from reloop_cli.operations.replay_report import REPLAY_FILE
     from reloop_cli.spec.adapt import ADAPTERS
-    from reloop_cli.spec.serving import duration_seconds
     from reloop_cli.store.stored_spec import spec_for
 
     ws = Workspace(workspace)
 
     def action():
-        try:
-            delay = duration_seconds(label_delay)
-        except ValueError:
-            raise BadInput(f"--label-delay: '{label_delay}' is not like 30m, 1h or 0s") from None
+        delay = duration_option("--label-delay", label_delay)
         names = tuple(a.strip() for a in adapters.split(",")) if adapters else ADAPTERS
         spec = spec_for(ws, spec_path)
         request = ReplayRequest(version, day, slots, delay, names, seed)

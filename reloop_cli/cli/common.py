@@ -114,6 +114,17 @@ def setup_logging(as_json: bool) -> None:
     logger.setLevel(logging.INFO)
 
 
+def duration_option(option: str, text: str) -> float:
+    """Seconds of a duration option ('30m', '1h', '0s'), or a one-line error naming it."""
+    from reloop_cli.errors import BadInput
+    from reloop_cli.spec.serving import duration_seconds
+
+    try:
+        return duration_seconds(text)
+    except ValueError:
+        raise BadInput(f"{option}: '{text}' is not like 30m, 1h or 0s") from None
+
+
 def run_stage(action: Callable[[], T]) -> T:
     """Run a stage (with progress bars on a terminal); a `ReloopError` becomes one line on stderr
     and its exit code."""

@@ -15,6 +15,7 @@ from reloop_cli.cli.common import (
     SpecOpt,
     WorkspaceOpt,
     app,
+    duration_option,
     emit_json,
     fmt,
     out,
@@ -33,7 +34,13 @@ def simulate(
         list[Path] | None, typer.Argument(help="Raw logs to ingest first (optional).")
     ] = None,
     days: Annotated[int, typer.Option(help="Days to evaluate (needs days + 1 of logs).")] = 7,
-    arms: Annotated[str, typer.Option(help="Comma-separated losses to compare.")] = "bce,kd,reloop",
+    arms: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated losses to compare; closed loop: loss+adapter (bce+reloop2) "
+            "serves corrected hour by hour."
+        ),
+    ] = "bce,kd,reloop",
     seeds: Annotated[
         int, typer.Option(help="Repeat the loop with N training seeds (spec seed, +1, ...).")
     ] = 1,
@@ -65,6 +72,15 @@ def simulate(
     policy: Annotated[str, typer.Option(help="Closed loop: epsilon or softmax.")] = "epsilon",
     epsilon: Annotated[float, typer.Option(help="Closed loop: exploration share.")] = 0.05,
     temperature: Annotated[float, typer.Option(help="Closed loop: softmax temperature.")] = 0.1,
+    intraday_trend: Annotated[
+        float, typer.Option(help="Closed loop: the day's new items rise by this logit by 23:00.")
+    ] = 0.0,
+    intraday_base_shift: Annotated[
+        float, typer.Option(help="Closed loop: the base logit moves from -this to +this a day.")
+    ] = 0.0,
+    label_delay: Annotated[
+        str, typer.Option(help="Closed loop: how late an adapted arm's labels arrive.")
+    ] = "1h",
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     spec_path: SpecOpt = None,
     ingest_days: Annotated[
@@ -85,6 +101,7 @@ def simulate(
     Example: reloop simulate --days 7 --seeds 3 --world-seeds 3
     Example: reloop simulate --closed-loop --days 14 --world-seeds 3
     Example: reloop simulate --closed-loop --over-http --arms reloop --days 7 --requests 2000
+    Example: reloop simulate --closed-loop --arms bce,bce+reloop2 --intraday-trend 2
     """
     from reloop_cli.evaluation.policies import Policy
     from reloop_cli.experiments.simulation import (
@@ -93,8 +110,16 @@ def simulate(
         run_simulation,
     )
 
+    delay = run_stage(lambda: duration_option("--label-delay", label_delay))
     closed = ClosedLoopSettings(
-        mode, requests, candidates, Policy(policy, epsilon, temperature, slots), over_http
+        mode,
+        requests,
+        candidates,
+        Policy(policy, epsilon, temperature, slots),
+        over_http,
+        intraday_trend,
+        intraday_base_shift,
+        delay,
     )
     request = SimulationRequest(
         days=days,

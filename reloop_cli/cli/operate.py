@@ -15,6 +15,7 @@ from reloop_cli.cli.common import (
     SpecOpt,
     WorkspaceOpt,
     app,
+    duration_option,
     emit_json,
     fmt,
     log_as_json,
@@ -50,6 +51,13 @@ def run_command(
     day: Annotated[str | None, typer.Option(help="Re-run (backfill) this day.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Say what would happen; write nothing.")] = False,
     force: Annotated[bool, typer.Option(help="Promote even if the gate refuses.")] = False,
+    incremental: Annotated[
+        str | None,
+        typer.Option(
+            help="Between nightly cycles: one warm-started pass over the newest hours ('6h'), "
+            "gated like any candidate."
+        ),
+    ] = None,
     mlflow: MlflowOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -58,9 +66,11 @@ def run_command(
     Exit codes: 0 done or nothing new, 2 bad input, 3 locked, 4 gate refused, 5 inconclusive
     (too few holdout clicks to judge; live keeps serving), 1 internal error.
     Example (cron): reloop run --spec pipelines/sample.toml --logs /data/clicks/ -w /srv/reloop
+    Every 6 hours between nights: reloop run --logs /data/clicks/ --incremental 6h -w /srv/reloop
     """
     from reloop_cli.errors import EXIT_GATE_REFUSED, EXIT_INCONCLUSIVE, BadInput
     from reloop_cli.operations.cycle import CycleOutcome, plan_cycle, run_cycle
+    from reloop_cli.operations.incremental import run_incremental
     from reloop_cli.operations.report import write_report
     from reloop_cli.operations.served_cycle import run_server_cycle
     from reloop_cli.store.registry import Registry
@@ -71,17 +81,36 @@ def run_command(
     command = " ".join(
         ["run", "--from-server" if from_server else f"--logs={logs}"]
         + ([f"--day={day}"] if day else [])
+        + ([f"--incremental={incremental}"] if incremental else [])
         + (["--force"] if force else [])
     )
+    newest: list[float | None] = [None]  # --incremental in seconds, once parsed
 
     def cycle(registry, spec):
         if from_server:
-            return run_server_cycle(ws, registry, spec, log_dir, as_of=as_of, day=day, force=force)
+            return run_server_cycle(
+                ws,
+                registry,
+                spec,
+                log_dir,
+                as_of=as_of,
+                day=day,
+                force=force,
+                incremental_seconds=newest[0],
+            )
+        if newest[0] is not None:
+            return run_incremental(ws, registry, spec, logs, newest[0], force=force)
         return run_cycle(ws, registry, spec, logs, day=day, force=force)
 
     def action():
         if (logs is None) == (not from_server):
             raise BadInput("run: give --logs (raw logs) or --from-server (what `serve` logged)")
+        if incremental is not None:
+            if day or dry_run:
+                raise BadInput(
+                    "--incremental: updates the newest hours; not with --day or --dry-run"
+                )
+            newest[0] = duration_option("--incremental", incremental)
         spec = spec_for(ws, spec_path)
         if dry_run and from_server:
             raise BadInput("run: --dry-run plans raw logs only; the click join writes its files")
@@ -163,6 +192,11 @@ def _cycle_outcome(result) -> str:
         )
     gate, candidate = result.gate, result.gate.candidate
     started = f" ({result.started})" if result.started else ""
+    if result.update:
+        started += (
+            f", one pass on the newest {result.update['hours']:g} h "
+            f"({result.update['rows']:,} rows)"
+        )
     text = (
         f"{result.day}: candidate v{result.candidate}{started} on {candidate.rows:,} holdout rows "
         f"({candidate.clicks:,} clicks): AUC {fmt(candidate.auc)}, "

@@ -66,11 +66,10 @@ def serve_command(
     corrected by the day's labelled impressions (docs/guides/adapting.md).
     Example: reloop serve -w /srv/reloop --port 8000 --adapter reloop2
     """
-    import torch
     import uvicorn
 
     from reloop_cli.errors import BadInput
-    from reloop_cli.serving.app import ENVIRONMENT, create_app
+    from reloop_cli.serving.app import ENVIRONMENT, create_app, limit_threads
     from reloop_cli.serving.service import Service, ServiceConfig
     from reloop_cli.store.stored_spec import spec_for
 
@@ -96,7 +95,7 @@ def serve_command(
         return ServiceConfig(ws.serving, log_dir or ws.serving_logs, spec, trust_client_time, seed)
 
     config = run_stage(setup)
-    torch.set_num_threads(threads)
+    limit_threads(threads)
     setup_logging(log_as_json())
     err.print(f"reloop serve: http://{host}:{port} (workspace {ws.root}, logs {config.log_dir})")
     if workers == 1:
@@ -109,6 +108,7 @@ def serve_command(
             "spec": config.spec.to_dict(),
             "trust_client_time": config.trust_client_time,
             "seed": config.seed,
+            "threads": threads,
         }
     )
     uvicorn.run(

@@ -39,6 +39,7 @@ from reloop_cli.data.ingest import ingest
 from reloop_cli.errors import BadInput
 from reloop_cli.evaluation import offpolicy, policies, statistics
 from reloop_cli.evaluation.evaluate import evaluate_day
+from reloop_cli.experiments.adapted_serving import check_adapter, serve_adapted, split_arm
 from reloop_cli.experiments.online import ClosedLoopResult, difference, online_figures
 from reloop_cli.experiments.synth import SynthConfig, World
 from reloop_cli.experiments.traffic import (
@@ -73,17 +74,32 @@ class ClosedLoopConfig:
     world: int = 0  # the synth world's seed
     seed: int = 0  # exploration draws and the A/B split
     clip: float = offpolicy.DEFAULT_CLIP
+    # Within each day (synth's --intraday-*): the day's new items rise, the base rate moves.
+    intraday_trend: float = 0.0
+    intraday_base_shift: float = 0.0
+    label_delay_seconds: float = 3_600.0  # an adapted arm's labels arrive this late
 
     def validate(self, arms: list[str]) -> ClosedLoopConfig:
         if self.mode not in MODES:
             raise BadInput(f"mode: '{self.mode}' is not one of {', '.join(MODES)}")
         if self.days < 1 or self.requests < len(arms) or self.candidates < 1:
             raise BadInput("closed loop: days >= 1, requests >= arms and candidates >= 1")
-        unknown = [a for a in arms if a not in LOSSES]
+        unknown = [a for a in arms if split_arm(a)[0] not in LOSSES]
         if unknown:
             raise BadInput(f"arms: {','.join(unknown)} not among {', '.join(LOSSES)}")
+        for arm in arms:
+            check_adapter(arm)
+        if self.label_delay_seconds < 0:
+            raise BadInput("label_delay: must be >= 0")
         self.policy.validate(self.candidates)
         return self
+
+    def world_config(self) -> SynthConfig:
+        return SynthConfig(
+            seed=self.world,
+            intraday_trend=self.intraday_trend,
+            intraday_base_shift=self.intraday_base_shift,
+        )
 
 
 def serving_spec(spec: Spec) -> Spec:
@@ -106,10 +122,18 @@ def serving_spec(spec: Spec) -> Spec:
 class Arm:
     """One arm: its loss, its own workspace and registry, its live version."""
 
-    name: str
+    name: str  # a loss, or loss+adapter ('bce+reloop2': `adapted_serving.py`)
     ws: Workspace
     registry: Registry | None = None  # opened when the loop starts
     live: int | None = None
+
+    @property
+    def loss(self) -> str:
+        return split_arm(self.name)[0]
+
+    @property
+    def adapter(self) -> str | None:
+        return split_arm(self.name)[1]
 
 
 def _scores(arm: Arm, world: World, requests: Requests) -> np.ndarray:
@@ -142,7 +166,7 @@ def run_closed_loop(
     """The closed loop in world `config.world`, each arm in `root/closed-loop/world-W/arms/`;
     call under `root`'s lock."""
     config.validate(arms)
-    world = World(SynthConfig(seed=config.world))
+    world = World(config.world_config())
     spec = serving_spec(spec)
     states = {name: Arm(name, root.closed_loop_arm(config.world, name)) for name in arms}
     baseline = "bce" if "bce" in arms else arms[0]
@@ -229,6 +253,7 @@ def _references(world: World, requests: Requests, config: ClosedLoopConfig, onli
         requests.hour[:, None],
         requests.device[:, None],
         np.ones((1, k)),
+        day=requests.index,
     )
     rng = np.random.default_rng([config.seed, config.world, requests.index, 2_000])
     shown = {
@@ -259,14 +284,29 @@ def _serve_day(
     last: bool,
 ) -> np.ndarray:
     """One arm's day: serve, log, learn. Returns the [requests, slots] clicks it got."""
-    scores = _scores(state, world, requests)
     explored = state.live is None  # day 0: nothing to rank with yet
     policy = policies.random_policy(config.policy.slots) if explored else config.policy
     rng = np.random.default_rng([config.seed, config.world, requests.index, stream])
-    shown, propensity = policies.serve(policy, scores, rng)
+    if state.adapter is not None and not explored:  # hour by hour, corrected as labels arrive
+        adapted = serve_adapted(
+            state.ws,
+            state.live,
+            world,
+            requests,
+            spec,
+            state.adapter,
+            policy,
+            rng,
+            config.label_delay_seconds,
+            config.seed,
+        )
+        shown, propensity, pctr = adapted.shown, adapted.propensity, adapted.pctr
+    else:
+        scores = _scores(state, world, requests)
+        shown, propensity = policies.serve(policy, scores, rng)
+        pctr = None if explored else np.take_along_axis(scores, shown, axis=1)
     truth = true_probabilities(world, requests, shown)
     clicks = requests.uniforms < truth
-    pctr = None if explored else np.take_along_axis(scores, shown, axis=1)
     logs = served_logs(world, requests, shown, propensity, pctr, truth, clicks, state.name)
     served = state.ws.served / f"{requests.day}.parquet"
     state.ws.write_parquet(logs, served)
@@ -310,7 +350,7 @@ def _learn(
     day's requests (`gate.holdout_fraction`, as `reloop run` keeps one); estimate its online CTR
     off-policy on that slice and set it against the truth there; with
     `gate.metric = "snips_ctr"`, promote it only through that gate."""
-    loss = state.name if state.live is not None else "bce"
+    loss = state.loss if state.live is not None else "bce"
     rng = np.random.default_rng([config.seed, config.world, requests.index, 4_000])
     held = rng.random(len(requests)) < spec.gate.holdout_fraction
     held_ids = [f"{requests.day}-r{r}" for r in requests.ids[held]]

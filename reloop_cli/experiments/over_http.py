@@ -34,7 +34,7 @@ from reloop_cli.evaluation import statistics
 from reloop_cli.experiments.closed_loop import ClosedLoopConfig, draw_requests, run_closed_loop
 from reloop_cli.experiments.live_server import Client, ServerProcess, wait_for
 from reloop_cli.experiments.online import ClosedLoopResult, difference, online_figures
-from reloop_cli.experiments.synth import DEVICES, SynthConfig, World
+from reloop_cli.experiments.synth import DEVICES, World
 from reloop_cli.experiments.traffic import Requests, true_probabilities
 from reloop_cli.serving.logs import CLICKS, IMPRESSIONS
 from reloop_cli.spec.pipeline import Spec
@@ -119,7 +119,7 @@ def run_over_http(
     ws.root.mkdir(parents=True)
     served = served_loop_spec(spec, config)
     remember_spec(ws, served)
-    world = World(SynthConfig(seed=closed.world))
+    world = World(closed.world_config())
     window = duration_seconds(served.data.attribution_window) + served.serving.flush_seconds
     days, online, runs, clicks_by_day = [], [], [], []
     with ServerProcess(ws.root, ("--trust-client-time",), timeout=config.timeout_seconds) as server:

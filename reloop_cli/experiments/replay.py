@@ -29,12 +29,10 @@ import polars as pl
 
 from reloop_cli.adapt.base import Adapter, Rows
 from reloop_cli.adapt.from_spec import bias_fields, group_field, make_adapter
-from reloop_cli.adapt.keys import predict_with_keys
+from reloop_cli.adapt.keys import score_with_keys
 from reloop_cli.columns import IMPRESSION_ID, LABEL, TS
 from reloop_cli.errors import BadInput
 from reloop_cli.evaluation import statistics
-from reloop_cli.features import vocabulary
-from reloop_cli.features.encoding import encode, to_tensors
 from reloop_cli.spec.adapt import ADAPTERS
 from reloop_cli.spec.pipeline import Spec
 from reloop_cli.store.workspace import Workspace
@@ -108,10 +106,7 @@ def load_day(ws: Workspace, loaded: LoadedVersion, spec: Spec, request: ReplayRe
     raw = ws.scan_logs([request.day]).sort(TS, IMPRESSION_ID).collect()
     if raw.is_empty():
         raise BadInput(f"day: {request.day} has no rows")
-    view = vocabulary.for_version(ws, loaded.meta)
-    encoded = encode(raw.lazy(), loaded.spec, view, loaded.meta["field_sizes"]).collect()
-    table = to_tensors(encoded, loaded.spec)
-    pctr, keys = predict_with_keys(loaded.model, table.categorical, table.dense)
+    pctr, keys, table = score_with_keys(ws, loaded, raw.lazy())
     zone = ZoneInfo(spec.data.timezone)
     midnight = datetime.fromisoformat(request.day).replace(tzinfo=zone).timestamp()
     width = DAY_SECONDS / request.slots

@@ -45,6 +45,9 @@ class ClosedLoopSettings:
     candidates: int = 20
     policy: Policy = field(default_factory=Policy)
     over_http: bool = False  # one arm, served by a `reloop serve` process (`over_http.py`)
+    intraday_trend: float = 0.0  # the worlds drift within each day (synth's --intraday-*)
+    intraday_base_shift: float = 0.0
+    label_delay_seconds: float = 3_600.0  # an adapted arm's labels arrive this late
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,10 @@ def run_simulation(
     ws: Workspace, request: SimulationRequest, on_step: Callable[[str], None] = lambda _: None
 ) -> SimulationOutcome:
     """Run what `request` asks for under the workspace lock, save it and write the report."""
-    arms = parse_arms(request.arms)
-    if request.closed_loop is not None:
+    if request.closed_loop is not None:  # its arms may carry an adapter: bce+reloop2
+        arms = list(dict.fromkeys(a.strip() for a in request.arms.split(",") if a.strip()))
         return _closed_loop(ws, request, arms, on_step)
+    arms = parse_arms(request.arms)
     if request.world_seeds is not None and (request.files or request.world_seeds < 1):
         raise BadInput("world_seeds: 1 or more simulated worlds, and no log files (it makes them)")
     with ws.lock():
@@ -136,8 +140,10 @@ def _closed_loop(
         )
     settings = request.closed_loop
     spec = _overridden(load_spec(request.spec_file or bundled(SAMPLE_SPEC)), request)
-    if settings.over_http and (len(arms) != 1 or settings.mode != "paired"):
-        raise BadInput("over_http: one arm (--arms reloop), paired with its in-process loop")
+    if settings.over_http and (len(arms) != 1 or settings.mode != "paired" or "+" in arms[0]):
+        raise BadInput(
+            "over_http: one arm without an adapter (--arms reloop), paired with its in-process loop"
+        )
     results = []
     with ws.lock():
         for world in range(request.world_seeds or 1):
@@ -148,6 +154,9 @@ def _closed_loop(
                 policy=settings.policy,
                 mode=settings.mode,
                 world=world,
+                intraday_trend=settings.intraday_trend,
+                intraday_base_shift=settings.intraday_base_shift,
+                label_delay_seconds=settings.label_delay_seconds,
             )
             if settings.over_http:
                 over = run_over_http(ws, spec, OverHttpConfig(config, arms[0]), on_step=on_step)

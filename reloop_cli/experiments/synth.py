@@ -228,10 +228,19 @@ class World:
         hour: np.ndarray,
         device: np.ndarray,
         position: np.ndarray,
+        day: int | None = None,
     ) -> np.ndarray:
-        """The true click probability of showing `item` to `user` at `position` (1 = top)."""
+        """The true click probability of showing `item` to `user` at `position` (1 = top); on
+        day `day`, with the config's intra-day structure when it has one (the day's new items
+        rising by the hour, the base rate moving), as `day()` draws its logs."""
         affinity = np.einsum("...j,...j->...", self.user_vectors[user], self.item_vectors[item])
-        logit = self.logit(affinity, self.item_quality[item], user, hour, device, position)
+        quality, shift = self.item_quality[item], 0.0
+        c = self.config
+        if day is not None and (c.intraday_trend or c.intraday_base_shift):
+            progress = hour / 23.0
+            quality = quality + c.intraday_trend * progress * (self.item_birth[item] == day)
+            shift = c.intraday_base_shift * (2 * progress - 1)
+        logit = self.logit(affinity, quality, user, hour, device, position) + shift
         return 1.0 / (1.0 + np.exp(-logit))
 
     def advance(self, next_day: int) -> None:

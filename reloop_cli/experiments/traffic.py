@@ -63,7 +63,12 @@ def true_probabilities(world: World, requests: Requests, shown: np.ndarray) -> n
     items = requests.items[rows, shown]
     position = np.arange(1, shown.shape[1] + 1)[None, :]
     return world.click_probability(
-        requests.user[:, None], items, requests.hour[:, None], requests.device[:, None], position
+        requests.user[:, None],
+        items,
+        requests.hour[:, None],
+        requests.device[:, None],
+        position,
+        day=requests.index,
     )
 
 

@@ -75,6 +75,7 @@ class CycleResult:
     novelty_warnings: list[str] = field(default_factory=list)
     # days that gained late rows after versions had trained on them: day -> those versions
     changed_trained_days: dict[str, list[int]] = field(default_factory=dict)
+    update: dict | None = None  # `--incremental`: the pass on the newest hours (else None)
     sources: list[InputFile] = field(default_factory=list, repr=False)  # the new files, to ingest
 
     def to_dict(self) -> dict:
@@ -86,8 +87,13 @@ class CycleResult:
 
 
 def _version_for(registry: Registry, day: str) -> dict | None:
-    """The main chain's newest version trained for `day`, if any."""
-    matches = [v for v in registry.versions(MAIN_CHAIN) if v["day"] == day]
+    """The main chain's newest version trained on its window for `day`, if any (an incremental
+    update of the day's newest hours is not the day's version: the nightly cycle still trains)."""
+    matches = [
+        v
+        for v in registry.versions(MAIN_CHAIN)
+        if v["day"] == day and v["meta"].get("update") is None
+    ]
     return matches[-1] if matches else None
 
 
@@ -177,7 +183,7 @@ def run_cycle(
     result = plan_cycle(ws, spec, logs, day, describe=False, read_new=day is not None)
     result.outcome, result.forced = CycleOutcome.NOTHING_NEW, force
     if result.new_files:
-        _ingest_new(ws, registry, spec, result)
+        ingest_new(ws, registry, spec, result)
     if result.day is None:
         held = ws.days()
         if not held:
@@ -227,6 +233,16 @@ def run_cycle(
         candidate = existing["version"]
         log.info("judging candidate v%d left undecided by an earlier run", candidate)
     result.candidate = candidate
+    judge(ws, registry, spec, result, live, force)
+    return result
+
+
+def judge(
+    ws: Workspace, registry: Registry, spec: Spec, result: CycleResult, live: int | None, force
+) -> None:
+    """The gate on `result.candidate` against `live` on `result.day`'s holdout; promote through
+    it, or record why not; publish what is live."""
+    candidate, target = result.candidate, result.day
     result.gate = run_gate(ws, registry, spec, candidate, live, target, force)
     crash_point("promote")
     verdict = result.gate
@@ -246,10 +262,9 @@ def run_cycle(
     result.live_after = registry.live(MAIN_CHAIN)
     deployed = publish_live(ws, registry)  # also what an earlier run left unpublished
     result.published = deployed.to_dict() if deployed else None
-    return result
 
 
-def _ingest_new(ws: Workspace, registry: Registry, spec: Spec, result: CycleResult) -> None:
+def ingest_new(ws: Workspace, registry: Registry, spec: Spec, result: CycleResult) -> None:
     """Ingest the cycle's new files and say what they held: late rows, duplicates."""
     ingested: IngestResult = ingest(ws, spec, result.sources)
     result.ingested_rows, result.rejected_rows = ingested.rows, ingested.rejected

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from reloop_cli.columns import MAIN_CHAIN
 from reloop_cli.operations.cycle import CycleOutcome, CycleResult, run_cycle
+from reloop_cli.operations.incremental import run_incremental
 from reloop_cli.serving.clickjoin import join_clicks, served_spec
 from reloop_cli.spec.pipeline import Spec
 from reloop_cli.store.registry import Registry
@@ -31,6 +32,7 @@ def run_server_cycle(
     as_of: float | None = None,
     day: str | None = None,
     force: bool = False,
+    incremental_seconds: float | None = None,
 ) -> CycleResult:
     """Join the server's clicks onto its impressions, then one cycle on the labelled rows;
     call under the workspace lock. `as_of` (epoch seconds, default now) decides which
@@ -48,6 +50,11 @@ def run_server_cycle(
     )
     if not any(ws.joined.glob("*.parquet")):
         result = CycleResult(outcome=CycleOutcome.NOTHING_NEW, live_after=registry.live(MAIN_CHAIN))
+    elif incremental_seconds is not None:  # a pass on the newest hours of what was joined
+        joined_spec = served_spec(spec)
+        result = run_incremental(
+            ws, registry, joined_spec, str(ws.joined), incremental_seconds, force=force
+        )
     else:
         result = run_cycle(ws, registry, served_spec(spec), str(ws.joined), day=day, force=force)
     result.join = joined.to_dict()

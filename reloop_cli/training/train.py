@@ -115,6 +115,9 @@ class Lineage:
     use_live_parent: bool = True
     promote: bool = True
     vocab_scope: str = vocabulary.MAIN_SCOPE
+    # What kind of update this is, kept in the version's meta: None for a version trained on
+    # its window; {"kind": "incremental", ...} for `reloop run --incremental`'s passes.
+    update: dict | None = None
 
 
 @dataclass
@@ -163,6 +166,8 @@ def train_version(
         result.seconds = round(time.perf_counter() - clock, 3)
         if main:
             meta = _meta(result, spec, prepared, sparse=fitted.sparse, scope=lineage.vocab_scope)
+            if lineage.update is not None:
+                meta["update"] = dict(lineage.update)
             result.version = publish_version(ws, registry, model, meta, staging)
             if lineage.promote:
                 registry.set_live(lineage.chain, result.version)

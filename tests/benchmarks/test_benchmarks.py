@@ -43,29 +43,10 @@ def test_scale_benchmark_smoke_run_reports_days_and_memory(capsys):
     assert "peak RSS" in capsys.readouterr().out
 
 
-def test_scale_benchmark_runs_with_and_without_eviction_side_by_side(capsys):
-    from benchmarks.scale import main as scale
-
-    figures = scale(
-        [
-            *("--days", "3", "--rows", "2000", "--users", "400", "--items", "300"),
-            *("--new-items", "200", "--new-users", "100", "--lifetime", "2", "--evict-after", "1"),
-        ]
-    )
-    evicting, keeping = figures["runs"]
-    assert evicting["table_rows_per_day"][-1] < keeping["table_rows_per_day"][-1]
-    assert len(evicting["peak_rss_mib_per_day"]) == 3
-    difference = figures["auc_difference"]
-    assert difference["days"] == 3
-    assert difference["per_day"] == [
-        e - k for e, k in zip(evicting["auc_per_day"], keeping["auc_per_day"], strict=True)
-    ]
-    assert "with eviction minus without" in capsys.readouterr().out
-
-
-def test_scale_benchmark_compares_an_eviction_run_with_a_saved_keeping_run(tmp_path):
-    """--against pairs a new evicting run with the per-day AUC of an earlier keeping run, the
-    way a second horizon is measured without repeating the hours-long keeping loop."""
+def test_scale_benchmark_runs_with_and_without_eviction_and_against_a_saved_run(tmp_path, capsys):
+    """Eviction and keeping side by side; then --against pairs a new evicting run with the
+    per-day AUC of the earlier keeping run, the way a second horizon is measured without
+    repeating the hours-long keeping loop."""
     from benchmarks.scale import main as scale
 
     world = [
@@ -74,6 +55,15 @@ def test_scale_benchmark_compares_an_eviction_run_with_a_saved_keeping_run(tmp_p
         *("--workdir", str(tmp_path / "first")),
     ]
     first = scale([*world, "--evict-after", "1", "--json", str(tmp_path / "first.json")])
+    evicting, keeping = first["runs"]
+    assert evicting["table_rows_per_day"][-1] < keeping["table_rows_per_day"][-1]
+    assert len(evicting["peak_rss_mib_per_day"]) == 3
+    difference = first["auc_difference"]
+    assert difference["days"] == 3
+    assert difference["per_day"] == [
+        e - k for e, k in zip(evicting["auc_per_day"], keeping["auc_per_day"], strict=True)
+    ]
+    assert "with eviction minus without" in capsys.readouterr().out
     world[-1] = str(tmp_path / "second")
     second = scale([*world, "--evict-after", "1", "--against", str(tmp_path / "first.json")])
     assert [run["label"] for run in second["runs"]] == ["evict after 1 days"]
@@ -189,3 +179,34 @@ def test_error_memory_benchmark_counts_its_bytes_and_times_reads_and_writes():
     figures = per_row(70, quick=True)
     assert figures["memory_bytes"] == 70 * 2**BITS * 3 * 4 + KEY_DIM * 70 * BITS * 4
     assert figures["added_us_per_row"] > 0 and figures["write_rows_per_s"] > 0
+
+
+def test_mind_impressions_become_one_labelled_row_per_shown_item(tmp_path, capsys):
+    """MIND's format (made up rows here; the data set itself may not be copied): times in a
+    12-hour clock, each shown item with its label, categories from news.tsv."""
+    import polars as pl
+
+    from benchmarks.mind_clicks import main as mind_clicks
+
+    behaviors = tmp_path / "behaviors.tsv"
+    behaviors.write_text(
+        "1\tU1\t11/11/2019 12:05:00 AM\tN9 N8\tN1-1 N2-0 N3-0\n"
+        "2\tU2\t11/11/2019 1:30:00 PM\t\tN2-1\n"
+        "3\tU1\t11/12/2019 9:00:00 AM\tN1\tN3-0 N4-1\n"
+    )
+    news = tmp_path / "news.tsv"
+    news.write_text(
+        'N1\tsports\tsoccer\tA "quoted" title\t\t\t[]\t[]\nN2\tnews\tworld\tT\t\t\t[]\t[]\n'
+    )
+    paths = mind_clicks(
+        ["--behaviors", str(behaviors), "--news", str(news), "--out", str(tmp_path / "out")]
+    )
+    assert [p.name for p in paths] == ["mind-2019-11-11.parquet", "mind-2019-11-12.parquet"]
+    first = pl.read_parquet(paths[0])
+    assert first["impression_id"].to_list() == ["1-0", "1-1", "1-2", "2-0"]
+    assert first["click"].to_list() == [1, 0, 0, 1]
+    assert first["hour"].to_list() == [0, 0, 0, 13]  # 12:05 AM is just past midnight
+    assert first["category"].to_list() == ["sports", "news", "", "news"]
+    assert first["ts"][0] == 1_573_430_700  # 2019-11-11 00:05:00 UTC
+    assert pl.read_parquet(paths[1])["click"].to_list() == [0, 1]
+    assert "6 rows (3 clicks) from 3 impressions" in capsys.readouterr().out

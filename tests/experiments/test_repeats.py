@@ -15,9 +15,10 @@ from reloop_cli.store.workspace import Workspace
 
 
 def metrics_only(result) -> list:
-    """A repeat's figures, without the wall-clock seconds that differ from run to run."""
+    """A repeat's figures, without what the machine measures and differs from run to run: the
+    wall-clock seconds and the process's peak memory (a peak set by whatever ran before)."""
     return [
-        [{k: v for k, v in day.items() if k != "seconds"} for day in arm.days]
+        [{k: v for k, v in day.items() if k not in ("seconds", "peak_rss_mib")} for day in arm.days]
         for arm in result.arms.values()
     ] + [c.to_dict() for c in result.comparisons.values()]
 

@@ -32,29 +32,41 @@ def state(ws: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, tiny_logs):
-    """Three nightly cycles with nothing going wrong: the reference every crash must reach."""
-    root = tmp_path_factory.mktemp("reference")
-    spec = write_spec(root, "spec")
+def first_night(tmp_path_factory, tiny_logs):
+    """The first nightly cycle (days 1-2, v1 live): where every test of the second one starts.
+    A copy of it is the same workspace: what it holds names files by content, not path."""
+    root = tmp_path_factory.mktemp("first-night")
     feed = Feed(tiny_logs, root / "drop")
-    for count in (2, 3):
-        feed.arrive(count)
-        result = cycle(root / "ws", spec, feed)
-        assert result.returncode == 0, result.stderr
+    feed.arrive(2)
+    result = cycle(root / "ws", write_spec(root, "spec"), feed)
+    assert result.returncode == 0, result.stderr
     return root / "ws"
+
+
+def after_first_night(first_night: Path, folder: Path) -> Path:
+    ws = folder / "ws"
+    shutil.copytree(first_night, ws)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_logs, first_night):
+    """The second nightly cycle with nothing going wrong: the reference every crash must reach."""
+    root = tmp_path_factory.mktemp("reference")
+    ws = after_first_night(first_night, root)
+    feed = Feed(tiny_logs, root / "drop")
+    feed.arrive(3)
+    result = cycle(ws, write_spec(root, "spec"), feed)
+    assert result.returncode == 0, result.stderr
+    return ws
 
 
 @pytest.mark.parametrize("crash_at", ["ingest", "score", "vocab", "train", "publish", "promote"])
 def test_a_cycle_killed_anywhere_is_finished_by_the_next_one(
-    tmp_path, tiny_logs, uninterrupted, crash_at
+    tmp_path, tiny_logs, first_night, uninterrupted, crash_at
 ):
-    spec, feed, ws = (
-        write_spec(tmp_path, "spec"),
-        Feed(tiny_logs, tmp_path / "drop"),
-        tmp_path / "ws",
-    )
-    feed.arrive(2)
-    assert cycle(ws, spec, feed).returncode == 0
+    spec, feed = write_spec(tmp_path, "spec"), Feed(tiny_logs, tmp_path / "drop")
+    ws = after_first_night(first_night, tmp_path)
     feed.arrive(3)
     killed = cycle(ws, spec, feed, crash_at=crash_at)
     assert killed.returncode == -signal.SIGKILL
@@ -93,10 +105,10 @@ def test_a_second_run_exits_at_once_while_one_holds_the_lock(tmp_path, tiny_logs
     assert "locked by pid" in result.stderr
 
 
-def test_gate_refusal_keeps_the_old_version_serving_and_force_overrides(tmp_path, tiny_logs):
-    ws, feed = tmp_path / "ws", Feed(tiny_logs, tmp_path / "drop")
-    feed.arrive(2)
-    assert cycle(ws, write_spec(tmp_path, "good"), feed).returncode == 0
+def test_gate_refusal_keeps_the_old_version_serving_and_force_overrides(
+    tmp_path, tiny_logs, first_night
+):
+    ws, feed = after_first_night(first_night, tmp_path), Feed(tiny_logs, tmp_path / "drop")
     feed.arrive(3)
     broken = write_spec(tmp_path, "broken", lr=1e-7)  # a candidate that learns nothing
     refused = cycle(ws, broken, feed)
@@ -140,11 +152,10 @@ def test_dry_run_writes_nothing(tmp_path, tiny_logs):
     assert not (tmp_path / "ws").exists()
 
 
-def test_a_day_with_too_many_bad_rows_fails_without_promoting(tmp_path, tiny_logs):
-    ws, feed = tmp_path / "ws", Feed(tiny_logs, tmp_path / "drop")
+def test_a_day_with_too_many_bad_rows_fails_without_promoting(tmp_path, tiny_logs, first_night):
+    ws, feed = after_first_night(first_night, tmp_path), Feed(tiny_logs, tmp_path / "drop")
     spec = write_spec(tmp_path, "spec", reject=0.01)
-    feed.arrive(2)
-    assert cycle(ws, spec, feed).returncode == 0
+    feed.arrive(2)  # held already: only the bad day below is new
     day = pl.read_parquet(tiny_logs[2])
     bad = day.with_columns(
         pl.when(pl.int_range(pl.len()) < 100)

@@ -1,0 +1,151 @@
+"""A closed-loop arm with an adapter (`reloop simulate --closed-loop --arms bce,bce+reloop2`):
+its version corrected between retrains by what the day's shown impressions did, so the adapted
+model decides what users see and online CTR measures it.
+
+The day is served in `SLOTS` hourly slots, in time order, as `reloop replay` replays one: at the
+start of a slot the adapter receives every shown impression whose label has arrived (shown at
+least `label_delay` seconds before), then corrects the slot's candidates; the serving policy
+picks from the corrected scores. The adapter starts empty each day, when the night's version
+goes live (a version that was not promoted keeps serving, and its adapter starts over too, as
+a restarted server's would). What is logged for training is the version's own pCTR of what was
+shown (ỹ_last), as `reloop serve` logs `served_pctr` beside `adapted_pctr`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from reloop_cli.adapt.base import Adapter, Rows
+from reloop_cli.adapt.from_spec import bias_fields, make_adapter
+from reloop_cli.adapt.keys import score_with_keys
+from reloop_cli.errors import BadInput
+from reloop_cli.evaluation import policies
+from reloop_cli.experiments.synth import World
+from reloop_cli.experiments.traffic import Requests, candidate_rows, true_probabilities
+from reloop_cli.spec.adapt import ADAPTERS
+from reloop_cli.spec.pipeline import Spec
+from reloop_cli.store.workspace import Workspace
+from reloop_cli.versions.checkpoint import load_version
+
+SLOTS = 24
+DAY_SECONDS = 86_400
+
+
+@dataclass
+class AdaptedDay:
+    """What an adapted arm served: per request its shown candidates, their propensities, the
+    version's own pCTR of them (logged) and what the adapter made of it."""
+
+    shown: np.ndarray  # [requests, slots]
+    propensity: np.ndarray
+    pctr: np.ndarray  # the version's
+    adapted: np.ndarray
+
+
+def split_arm(name: str) -> tuple[str, str | None]:
+    """'bce+reloop2' -> ('bce', 'reloop2'); 'bce' -> ('bce', None)."""
+    loss, _, adapter = name.partition("+")
+    return loss, adapter or None
+
+
+def check_adapter(name: str) -> None:
+    """A one-line error for an arm whose adapter part is not an adapter."""
+    adapter = split_arm(name)[1]
+    if adapter is not None and (adapter not in ADAPTERS or adapter == "base"):
+        raise BadInput(f"arms: '{name}': the adapter '{adapter}' is not one of {ADAPTERS[1:]}")
+
+
+def serve_adapted(
+    ws: Workspace,
+    version: int,
+    world: World,
+    requests: Requests,
+    spec: Spec,
+    adapter_name: str,
+    policy: policies.Policy,
+    rng: np.random.Generator,
+    label_delay: float,
+    seed: int,
+) -> AdaptedDay:
+    """One day of an adapted arm's serving (the version `version` live all day)."""
+    loaded = load_version(ws, version)
+    n, k = requests.items.shape
+    frame = candidate_rows(world, requests)
+    pctr, keys, table = score_with_keys(ws, loaded, frame.lazy())
+    values = {name: frame[name].cast(str).to_numpy() for name in bias_fields(spec)}
+    adapter = make_adapter(adapter_name, spec, loaded.model, keys.shape[1], seed)
+    adapter.reset()
+    scores, corrected = pctr.reshape(n, k), np.zeros((n, k))
+    shown = np.zeros((n, policy.slots), np.int64)
+    propensity = np.zeros((n, policy.slots))
+    midnight = world.day_start(requests.index)
+    slot_of = np.clip((requests.ts - midnight) // (DAY_SECONDS / SLOTS), 0, SLOTS - 1)
+    served: list[np.ndarray] = []  # request rows served so far, slot by slot
+    handed = 0
+    for slot in range(SLOTS):
+        start = midnight + slot * DAY_SECONDS / SLOTS
+        handed = _hand_over(
+            adapter,
+            served,
+            handed,
+            requests,
+            shown,
+            start - label_delay,
+            world,
+            pctr,
+            keys,
+            table,
+            values,
+            k,
+        )
+        rows = np.flatnonzero(slot_of == slot)
+        if rows.size == 0:
+            continue
+        cells = (rows[:, None] * k + np.arange(k)[None, :]).reshape(-1)
+        corrected[rows] = adapter.predict(_rows(cells, pctr, keys, table, values)).reshape(-1, k)
+        shown[rows], propensity[rows] = policies.serve(policy, corrected[rows], rng)
+        served.append(rows[np.argsort(requests.ts[rows], kind="stable")])
+    pick = np.arange(n)[:, None]
+    return AdaptedDay(shown, propensity, scores[pick, shown], corrected[pick, shown])
+
+
+def _rows(cells: np.ndarray, pctr, keys, table, values) -> Rows:
+    return Rows(
+        pctr=pctr[cells],
+        keys=keys[cells],
+        categorical=table.categorical[cells],
+        dense=table.dense[cells],
+        values={name: column[cells] for name, column in values.items()},
+    )
+
+
+def _hand_over(
+    adapter: Adapter,
+    served: list[np.ndarray],
+    handed: int,
+    requests: Requests,
+    shown: np.ndarray,
+    cutoff: float,
+    world: World,
+    pctr,
+    keys,
+    table,
+    values,
+    k: int,
+) -> int:
+    """Give the adapter the shown impressions of requests made by `cutoff` not yet given
+    (their labels have arrived); returns how many served requests have been handed over."""
+    order = np.concatenate(served) if served else np.zeros(0, np.int64)
+    ready = order[handed:][requests.ts[order[handed:]] <= cutoff]
+    if ready.size == 0:
+        return handed
+    picked = shown[ready]
+    truth = true_probabilities(world, requests.subset(ready), picked)
+    labels = (requests.uniforms[ready] < truth).astype(np.float64).reshape(-1)
+    cells = (ready[:, None] * k + picked).reshape(-1)
+    batch = _rows(cells, pctr, keys, table, values)
+    batch.labels = labels
+    adapter.observe(batch)
+    return handed + ready.size
