@@ -13,10 +13,10 @@ import polars as pl
 import torch
 from torch import nn
 
-from reloop_cli.features import vocabulary
-from reloop_cli.features.encoding import TensorTable, encode, to_tensors
+from reloop_cli.features.encoding import TensorTable
 from reloop_cli.store.workspace import Workspace
 from reloop_cli.versions.checkpoint import LoadedVersion
+from reloop_cli.versions.score import encode_for
 
 BATCH = 4_096
 
@@ -29,29 +29,43 @@ def key_layer(model: nn.Module) -> tuple[nn.Module, bool]:
     return model.embedding, False
 
 
+class ProbabilityAndKey(nn.Module):
+    """The network with its sigmoid and the key, read in the same pass by a hook on
+    `key_layer`: run eagerly by `predict_with_keys`, traced by `reloop serve` (the hook's tensor
+    is part of the traced graph, so it costs one more output, not a second forward)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.layer, self.key_is_input = key_layer(model)
+
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor):
+        captured: list[torch.Tensor] = []
+
+        def hook(_module, inputs, output) -> None:
+            captured.append(inputs[0] if self.key_is_input else output)
+
+        handle = self.layer.register_forward_hook(hook)
+        try:
+            logits = self.model(categorical, dense)
+        finally:
+            handle.remove()
+        key = captured[-1]
+        return torch.sigmoid(logits), key.reshape(key.shape[0], -1)
+
+
 @torch.no_grad()
 def predict_with_keys(
     model: nn.Module, categorical: torch.Tensor, dense: torch.Tensor
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pCTR [n] float64, keys [n, d] float32), in batches, the model in eval mode."""
     model.eval()
-    layer, is_input = key_layer(model)
-    captured: list[torch.Tensor] = []
-
-    def hook(_module, inputs, output) -> None:
-        tensor = inputs[0] if is_input else output
-        captured.append(tensor.reshape(tensor.shape[0], -1).float())
-
-    handle = layer.register_forward_hook(hook)
+    wrapped = ProbabilityAndKey(model)
     pctr, keys = [], []
-    try:
-        for start in range(0, categorical.shape[0], BATCH):
-            captured.clear()
-            logits = model(categorical[start : start + BATCH], dense[start : start + BATCH])
-            pctr.append(torch.sigmoid(logits).double())
-            keys.append(captured[-1])
-    finally:
-        handle.remove()
+    for start in range(0, categorical.shape[0], BATCH):
+        prob, key = wrapped(categorical[start : start + BATCH], dense[start : start + BATCH])
+        pctr.append(prob.double())
+        keys.append(key.float())
     if not pctr:
         return np.zeros(0), np.zeros((0, 0), np.float32)
     return torch.cat(pctr).numpy(), torch.cat(keys).numpy()
@@ -60,10 +74,8 @@ def predict_with_keys(
 def score_with_keys(
     ws: Workspace, loaded: LoadedVersion, rows: pl.LazyFrame
 ) -> tuple[np.ndarray, np.ndarray, TensorTable]:
-    """(pCTR, keys, the encoded inputs) of raw log rows, in their order, encoded with the
-    vocabulary as it was when the version trained (as `versions.score.predict_frame` does)."""
-    view = vocabulary.for_version(ws, loaded.meta)
-    encoded = encode(rows, loaded.spec, view, loaded.meta["field_sizes"]).collect()
-    table = to_tensors(encoded, loaded.spec)
+    """(pCTR, keys, the encoded inputs) of raw log rows, in their order, encoded as
+    `versions.score.predict_frame` encodes them."""
+    _, table = encode_for(loaded, ws, rows)
     pctr, keys = predict_with_keys(loaded.model, table.categorical, table.dense)
     return pctr, keys, table

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from reloop_cli.adapt.keys import key_layer
+from reloop_cli.adapt.keys import ProbabilityAndKey
 from reloop_cli.evaluation import policies
 from reloop_cli.serving.adapting import ServedAdapter
 from reloop_cli.serving.encoder import RequestEncoder
@@ -86,7 +86,7 @@ def load_live(serving_root: Path, name: str, spec: Spec | None = None) -> Live:
         release.spec, release.vocab, release.meta["field_sizes"], release.forms
     )
     example = encoder.encode([{}, {}])
-    wrapped = _ProbabilityAndKey(release.model.requires_grad_(False).eval())
+    wrapped = ProbabilityAndKey(release.model.requires_grad_(False).eval())
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the trace fixes this release's shapes, as it should
         forward = torch.jit.trace(wrapped, (example.categorical, example.dense))
@@ -96,31 +96,6 @@ def load_live(serving_root: Path, name: str, spec: Spec | None = None) -> Live:
         seed = spec.serving.seed if spec.serving.seed is not None else 0
         adapter = ServedAdapter(spec, release.model, key_dim, seed)
     return Live(release, encoder, forward, adapter)
-
-
-class _ProbabilityAndKey(torch.nn.Module):
-    """The network with its sigmoid, what a request is answered with, and the key ReLoop2's
-    memory hashes (`adapt/keys.py`), read in the same pass: the hook's tensor is part of the
-    traced graph, so it costs one more output, not a second forward."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.layer, self.key_is_input = key_layer(model)
-
-    def forward(self, categorical: torch.Tensor, dense: torch.Tensor):
-        captured: list[torch.Tensor] = []
-
-        def hook(_module, inputs, output) -> None:
-            captured.append(inputs[0] if self.key_is_input else output)
-
-        handle = self.layer.register_forward_hook(hook)
-        try:
-            logits = self.model(categorical, dense)
-        finally:
-            handle.remove()
-        key = captured[-1]
-        return torch.sigmoid(logits), key.reshape(key.shape[0], -1)
 
 
 @dataclass

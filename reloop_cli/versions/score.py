@@ -13,7 +13,7 @@ from joblib import Parallel, delayed
 from reloop_cli.columns import IMPRESSION_ID, PCTR
 from reloop_cli.errors import BadInput
 from reloop_cli.features import vocabulary
-from reloop_cli.features.encoding import encode, to_tensors
+from reloop_cli.features.encoding import TensorTable, encode, to_tensors
 from reloop_cli.models.base import CTRModel
 from reloop_cli.runtime import progress
 from reloop_cli.runtime.faults import crash_point
@@ -50,12 +50,19 @@ def predict(
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
-def predict_frame(loaded: LoadedVersion, ws: Workspace, rows: pl.LazyFrame) -> pl.DataFrame:
-    """impression_id and pctr for raw log rows, encoded with the vocabulary as it was when the
-    version trained (a value evicted since, or newer, falls to the out-of-vocabulary row)."""
+def encode_for(
+    loaded: LoadedVersion, ws: Workspace, rows: pl.LazyFrame
+) -> tuple[pl.DataFrame, TensorTable]:
+    """Raw log rows encoded with the vocabulary as it was when the version trained (a value
+    evicted since, or newer, falls to the out-of-vocabulary row): the frame and its tensors."""
     view = vocabulary.for_version(ws, loaded.meta)
     encoded = encode(rows, loaded.spec, view, loaded.meta["field_sizes"]).collect()
-    table = to_tensors(encoded, loaded.spec)
+    return encoded, to_tensors(encoded, loaded.spec)
+
+
+def predict_frame(loaded: LoadedVersion, ws: Workspace, rows: pl.LazyFrame) -> pl.DataFrame:
+    """impression_id and pctr for raw log rows, as the version scores them (`encode_for`)."""
+    encoded, table = encode_for(loaded, ws, rows)
     pctr = predict(loaded.model, table.categorical, table.dense)
     return pl.DataFrame({IMPRESSION_ID: encoded[IMPRESSION_ID], PCTR: pctr})
 
