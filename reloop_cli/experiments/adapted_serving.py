@@ -22,15 +22,16 @@ from reloop_cli.adapt.from_spec import bias_fields, make_adapter
 from reloop_cli.adapt.keys import score_with_keys
 from reloop_cli.errors import BadInput
 from reloop_cli.evaluation import policies
+from reloop_cli.experiments.replay import DAY_SECONDS, labels_arrived, slot_index
 from reloop_cli.experiments.synth import World
 from reloop_cli.experiments.traffic import Requests, candidate_rows, true_probabilities
+from reloop_cli.features.encoding import TensorTable
 from reloop_cli.spec.adapt import ADAPTERS
 from reloop_cli.spec.pipeline import Spec
 from reloop_cli.store.workspace import Workspace
 from reloop_cli.versions.checkpoint import load_version
 
 SLOTS = 24
-DAY_SECONDS = 86_400
 
 
 @dataclass
@@ -57,6 +58,27 @@ def check_adapter(name: str) -> None:
         raise BadInput(f"arms: '{name}': the adapter '{adapter}' is not one of {ADAPTERS[1:]}")
 
 
+@dataclass
+class ScoredCandidates:
+    """A day's candidates as the version scored them, flat (request r's candidate c is cell
+    r·k + c): what the adapter reads for any of them."""
+
+    pctr: np.ndarray
+    keys: np.ndarray
+    table: TensorTable
+    values: dict[str, np.ndarray]
+    k: int
+
+    def rows(self, cells: np.ndarray) -> Rows:
+        return Rows(
+            pctr=self.pctr[cells],
+            keys=self.keys[cells],
+            categorical=self.table.categorical[cells],
+            dense=self.table.dense[cells],
+            values={name: column[cells] for name, column in self.values.items()},
+        )
+
+
 def serve_adapted(
     ws: Workspace,
     version: int,
@@ -75,77 +97,45 @@ def serve_adapted(
     frame = candidate_rows(world, requests)
     pctr, keys, table = score_with_keys(ws, loaded, frame.lazy())
     values = {name: frame[name].cast(str).to_numpy() for name in bias_fields(spec)}
+    scored = ScoredCandidates(pctr, keys, table, values, k)
     adapter = make_adapter(adapter_name, spec, loaded.model, keys.shape[1], seed)
     adapter.reset()
-    scores, corrected = pctr.reshape(n, k), np.zeros((n, k))
+    corrected = np.zeros((n, k))
     shown = np.zeros((n, policy.slots), np.int64)
     propensity = np.zeros((n, policy.slots))
     midnight = world.day_start(requests.index)
-    slot_of = np.clip((requests.ts - midnight) // (DAY_SECONDS / SLOTS), 0, SLOTS - 1)
-    served: list[np.ndarray] = []  # request rows served so far, slot by slot
-    handed = 0
+    slot_of = slot_index(requests.ts, midnight, SLOTS)
+    order = np.argsort(requests.ts, kind="stable")  # requests in time order
+    shown_at = requests.ts[order]
+    handed = 0  # a prefix of `order` has had its labels handed over
     for slot in range(SLOTS):
-        start = midnight + slot * DAY_SECONDS / SLOTS
-        handed = _hand_over(
-            adapter,
-            served,
-            handed,
-            requests,
-            shown,
-            start - label_delay,
-            world,
-            pctr,
-            keys,
-            table,
-            values,
-            k,
-        )
+        ready = labels_arrived(shown_at, midnight + slot * DAY_SECONDS / SLOTS, label_delay)
+        if ready > handed:
+            _hand_over(adapter, order[handed:ready], requests, shown, world, scored)
+            handed = ready
         rows = np.flatnonzero(slot_of == slot)
         if rows.size == 0:
             continue
         cells = (rows[:, None] * k + np.arange(k)[None, :]).reshape(-1)
-        corrected[rows] = adapter.predict(_rows(cells, pctr, keys, table, values)).reshape(-1, k)
+        corrected[rows] = adapter.predict(scored.rows(cells)).reshape(-1, k)
         shown[rows], propensity[rows] = policies.serve(policy, corrected[rows], rng)
-        served.append(rows[np.argsort(requests.ts[rows], kind="stable")])
     pick = np.arange(n)[:, None]
+    scores = pctr.reshape(n, k)
     return AdaptedDay(shown, propensity, scores[pick, shown], corrected[pick, shown])
-
-
-def _rows(cells: np.ndarray, pctr, keys, table, values) -> Rows:
-    return Rows(
-        pctr=pctr[cells],
-        keys=keys[cells],
-        categorical=table.categorical[cells],
-        dense=table.dense[cells],
-        values={name: column[cells] for name, column in values.items()},
-    )
 
 
 def _hand_over(
     adapter: Adapter,
-    served: list[np.ndarray],
-    handed: int,
+    ready: np.ndarray,
     requests: Requests,
     shown: np.ndarray,
-    cutoff: float,
     world: World,
-    pctr,
-    keys,
-    table,
-    values,
-    k: int,
-) -> int:
-    """Give the adapter the shown impressions of requests made by `cutoff` not yet given
-    (their labels have arrived); returns how many served requests have been handed over."""
-    order = np.concatenate(served) if served else np.zeros(0, np.int64)
-    ready = order[handed:][requests.ts[order[handed:]] <= cutoff]
-    if ready.size == 0:
-        return handed
+    scored: ScoredCandidates,
+) -> None:
+    """Give the adapter the shown impressions of the `ready` requests, labelled with the
+    clicks the world draws for them (the same draws the arm's own clicks come from)."""
     picked = shown[ready]
     truth = true_probabilities(world, requests.subset(ready), picked)
-    labels = (requests.uniforms[ready] < truth).astype(np.float64).reshape(-1)
-    cells = (ready[:, None] * k + picked).reshape(-1)
-    batch = _rows(cells, pctr, keys, table, values)
-    batch.labels = labels
+    batch = scored.rows((ready[:, None] * scored.k + picked).reshape(-1))
+    batch.labels = (requests.uniforms[ready] < truth).astype(np.float64).reshape(-1)
     adapter.observe(batch)
-    return handed + ready.size

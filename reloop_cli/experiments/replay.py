@@ -109,9 +109,8 @@ def load_day(ws: Workspace, loaded: LoadedVersion, spec: Spec, request: ReplayRe
     pctr, keys, table = score_with_keys(ws, loaded, raw.lazy())
     zone = ZoneInfo(spec.data.timezone)
     midnight = datetime.fromisoformat(request.day).replace(tzinfo=zone).timestamp()
-    width = DAY_SECONDS / request.slots
     ts = raw[TS].cast(pl.Float64).to_numpy()  # the workspace keeps epoch seconds (Int64)
-    slot = np.clip(((ts - midnight) // width).astype(np.int64), 0, request.slots - 1)
+    slot = slot_index(ts, midnight, request.slots)
     values = {
         name: raw[name].cast(pl.String).fill_null("").to_numpy()
         for name in {*bias_fields(spec), grouped_by}
@@ -129,7 +128,7 @@ def load_day(ws: Workspace, loaded: LoadedVersion, spec: Spec, request: ReplayRe
         ts=ts,
         slot=slot,
         groups=values[grouped_by],
-        slot_starts=midnight + width * np.arange(request.slots),
+        slot_starts=midnight + DAY_SECONDS / request.slots * np.arange(request.slots),
     )
 
 
@@ -139,6 +138,20 @@ def build_adapters(
     """The adapters asked for, with the spec's [adapt] settings; `base` always first."""
     chosen = ("base", *[n for n in names if n != "base"])
     return {name: make_adapter(name, spec, loaded.model, key_dim, seed) for name in chosen}
+
+
+def slot_index(ts: np.ndarray, midnight: float, slots: int) -> np.ndarray:
+    """Each row's slot of the day: `slots` equal spans from `midnight`."""
+    width = DAY_SECONDS / slots
+    return np.clip(((ts - midnight) // width).astype(np.int64), 0, slots - 1)
+
+
+def labels_arrived(ts_sorted: np.ndarray, start: float, delay: float) -> int:
+    """How many of the rows (in time order) have their label at `start`: shown at least
+    `delay` seconds before it, and before it at all (a row shown at a slot's first instant is
+    that slot's, so even with no delay its label is not handed over before it is predicted)."""
+    arrived = np.searchsorted(ts_sorted, start - delay, side="right")
+    return int(min(arrived, np.searchsorted(ts_sorted, start, side="left")))
 
 
 def replay_predictions(
@@ -151,10 +164,9 @@ def replay_predictions(
         adapter.reset()
     labelled = replace(day.rows, labels=day.labels.astype(np.float64))
     handed = 0  # rows are in time order: a prefix has been handed over
-    arrival = day.ts + delay
     for slot, start in enumerate(day.slot_starts):
-        ready = int(np.searchsorted(arrival, start, side="right"))
-        if ready > handed:  # arrival is sorted because ts is
+        ready = labels_arrived(day.ts, start, delay)
+        if ready > handed:
             batch = labelled.subset(np.arange(handed, ready))
             for adapter in adapters.values():
                 adapter.observe(batch)

@@ -16,6 +16,7 @@ from reloop_cli.data.ingest import ingest
 from reloop_cli.experiments.replay import (
     ReplayRequest,
     build_adapters,
+    labels_arrived,
     load_day,
     replay_day,
     replay_predictions,
@@ -152,3 +153,11 @@ def test_intraday_drift_leaves_the_bundled_sample_as_it_was(tmp_path):
     config = SynthConfig(days=2, rows_per_day=30_000, seed=0)
     for path in synthesize(config, tmp_path):
         assert pl.read_parquet(path).equals(pl.read_parquet(REPO / "sample_data" / path.name))
+
+
+def test_a_label_arrives_after_its_delay_and_never_before_its_own_slot():
+    shown = np.array([0.0, 10.0, 3_600.0, 3_600.0, 7_200.0])  # in time order
+    assert labels_arrived(shown, 3_600.0, 3_600.0) == 1  # shown an hour or more before 01:00
+    assert labels_arrived(shown, 3_600.0, 10.0) == 2  # shown by 00:59:50
+    assert labels_arrived(shown, 3_600.0, 0.0) == 2  # no delay: still only those shown before
+    assert labels_arrived(shown, 7_200.0, 0.0) == 4
