@@ -30,9 +30,8 @@ import numpy as np
 
 from reloop_cli.adapt.base import Adapter, Rows, require_labels
 from reloop_cli.errors import BadInput
+from reloop_cli.spec.adapt import COMPENSATIONS, SIMILARITIES
 
-SIMILARITIES = ("uniform", "cosine")
-COMPENSATIONS = ("blend", "residual")
 MAX_COSINE_NUMBERS = 64_000_000  # Σh per bucket: at most this many floats (256 MB)
 CHUNK = 4_096  # rows hashed at once: keeps the [rows, K, L] projections small
 

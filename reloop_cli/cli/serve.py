@@ -70,7 +70,7 @@ def serve_command(
 
     from reloop_cli.errors import BadInput
     from reloop_cli.serving.app import ENVIRONMENT, create_app, limit_threads
-    from reloop_cli.serving.service import Service, ServiceConfig
+    from reloop_cli.serving.service import SERVER_COLUMNS, Service, ServiceConfig
     from reloop_cli.store.stored_spec import spec_for
 
     ws = Workspace(workspace)
@@ -86,8 +86,7 @@ def serve_command(
                 f"--adapter {spec.serving.adapter}: needs --workers 1 (each process would keep "
                 "a memory of its own and miss the feedback routed to the others)"
             )
-        served = {"slot", "served_version", "served_pctr", "adapted_pctr"}
-        clash = served & set(spec.data.feature_fields)
+        clash = set(SERVER_COLUMNS) & set(spec.data.feature_fields)
         if clash:
             raise BadInput(
                 f"{spec.source}: field '{sorted(clash)[0]}' is a name the serving log uses"

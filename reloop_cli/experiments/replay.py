@@ -85,16 +85,7 @@ class ReplayResult:
     settings: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {
-            "request": asdict(self.request),
-            "group_field": self.group_field,
-            "rows": self.rows,
-            "clicks": self.clicks,
-            "settings": self.settings,
-            "slots": self.slots,
-            "pooled": self.pooled,
-            "memory_bytes": self.memory_bytes,
-        }
+        return asdict(self)
 
 
 def load_day(ws: Workspace, loaded: LoadedVersion, spec: Spec, request: ReplayRequest) -> ReplayDay:

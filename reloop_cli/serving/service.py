@@ -39,16 +39,16 @@ from reloop_cli.serving.requests import RequestError, ScoreRequest
 from reloop_cli.spec.pipeline import Spec
 
 log = logging.getLogger("reloop")
-LOG_COLUMNS = (
-    "impression_id",
-    "request_id",
-    "ts",
-    "served_version",
-    "served_pctr",
-    "adapted_pctr",
-    "slot",
-    "propensity",
-)
+# The server's own columns in the impression log, beside the spec's fields (a field may not
+# take one of these names: `reloop serve` refuses such a spec).
+SERVER_COLUMNS: dict[str, pl.DataType] = {
+    "request_id": pl.String,
+    "served_version": pl.Int64,
+    "served_pctr": pl.Float64,
+    "adapted_pctr": pl.Float64,
+    "slot": pl.Int64,
+    "propensity": pl.Float64,
+}
 
 
 @dataclass
@@ -323,12 +323,7 @@ def impression_types(spec: Spec) -> dict[str, pl.DataType]:
     reads it (a categorical as text, a numeric as a float, tags as a list of text)."""
     data = spec.data
     return {
-        "request_id": pl.String,
-        "served_version": pl.Int64,
-        "served_pctr": pl.Float64,
-        "adapted_pctr": pl.Float64,
-        "slot": pl.Int64,
-        "propensity": pl.Float64,
+        **SERVER_COLUMNS,
         **{name: pl.String for name in data.categorical},
         **{name: pl.Float64 for name in data.numeric},
         **{name: pl.List(pl.String) for name in data.multivalued},

@@ -11,6 +11,8 @@ from reloop_cli.spec.checks import check
 ADAPTERS = ("base", "intercept", "field_bias", "reloop2", "incremental", "reloop2+incremental")
 # What `reloop serve` can run (`serving.adapter`): fine-tuning would train in the request path.
 SERVED_ADAPTERS = ("intercept", "field_bias", "reloop2")
+SIMILARITIES = ("uniform", "cosine")  # how ReLoop2 weighs a query's buckets
+COMPENSATIONS = ("blend", "residual")  # how it corrects the base prediction
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,12 @@ class AdaptSpec:
         check(0 <= self.memory_weight <= 1, "adapt.memory_weight", "must be in [0, 1]")
         check(self.memory_temperature > 0, "adapt.memory_temperature", "must be > 0")
         check(
-            self.memory_similarity in ("uniform", "cosine"),
+            self.memory_similarity in SIMILARITIES,
             "adapt.memory_similarity",
             "uniform or cosine",
         )
         check(
-            self.memory_compensation in ("blend", "residual"),
+            self.memory_compensation in COMPENSATIONS,
             "adapt.memory_compensation",
             "blend or residual",
         )
