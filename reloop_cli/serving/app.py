@@ -183,9 +183,9 @@ ENVIRONMENT = "RELOOP_SERVE_CONFIG"  # how `reloop serve --workers N` hands each
 def limit_threads(threads: int) -> None:
     """`--threads` for torch and for the BLAS numpy calls (the error memory's projections):
     OpenBLAS otherwise starts a thread per core that spins between calls, and on a small
-    machine those threads take the cores the event loop and the clients need (measured: the
-    adapter's /score p99 at 100 candidates 20.4 ms with them, 10.1 ms without, off 10.7 ms;
-    docs/guides/adapting.md)."""
+    machine those threads take the cores the event loop and the clients need (`python -m
+    benchmarks.adapt_memory`: /score p99 with the error memory 1.68-2.04x the server without
+    it while they ran, 1.20-1.26x once capped; docs/guides/adapting.md)."""
     torch.set_num_threads(threads)
     threadpool_limits(limits=threads)
 
