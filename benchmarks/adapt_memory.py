@@ -152,7 +152,9 @@ def in_process(ws, spec, args) -> dict:
         for name, service in services.items():
             for body in encoded:
                 started = time.perf_counter()
-                service.score(parse_score(read_json(body, limits), fields, limits, True))
+                service.score(
+                    parse_score(read_json(body, limits), fields, limits, service.config.client_time)
+                )
                 runs[name].append(time.perf_counter() - started)
     for service in services.values():
         service.stop()

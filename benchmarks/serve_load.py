@@ -195,13 +195,13 @@ def in_process(ws: Workspace, spec, bodies: list[dict], args) -> dict:
     latencies: list[float] = []
     try:
         for body in encoded[:20]:  # warm up, as the servers are
-            service.score(parse_score(read_json(body, limits), fields, limits, False))
+            service.score(parse_score(read_json(body, limits), fields, limits, None))
         deadline, started = time.monotonic() + seconds, time.perf_counter()
         for body in encoded:
             if time.monotonic() > deadline:
                 break
             began = time.perf_counter()
-            service.score(parse_score(read_json(body, limits), fields, limits, False))
+            service.score(parse_score(read_json(body, limits), fields, limits, None))
             latencies.append(time.perf_counter() - began)
         wall = time.perf_counter() - started
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -30,9 +31,10 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = (
         "127.0.0.1"
     ),
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on, 1-65535.", min=1, max=65535)] = 8000,
     workers: Annotated[
-        int, typer.Option(help="Server processes; each logs and counts on its own.")
+        int,
+        typer.Option(help="Server processes; each logs on its own, /metrics sums them all.", min=1),
     ] = 1,
     log_dir: Annotated[
         Path | None,
@@ -48,7 +50,7 @@ def serve_command(
         int | None, typer.Option(help="Seed of the exploration draws (default: serving.seed).")
     ] = None,
     threads: Annotated[
-        int, typer.Option(help="Torch threads per process for the forward pass.")
+        int, typer.Option(help="Torch and BLAS threads per process for the forward pass.", min=1)
     ] = 1,
     adapter: Annotated[
         str | None,
@@ -58,26 +60,30 @@ def serve_command(
         ),
     ] = None,
 ) -> None:
-    """Serve the published live version: POST /score, POST /feedback, GET /health, GET /metrics.
+    """Serve the published live version: POST /score, POST /feedback, GET /health/live,
+    GET /health/ready (and /health), GET /metrics.
 
     It reads only what `reloop run` (or `promote`, `rollback`, `train`) published, never the
-    workspace lock, and swaps to a newly published version between requests. SIGTERM or Ctrl-C
-    writes the buffered logs and exits. With --adapter, each answer is the live version
-    corrected by the day's labelled impressions (docs/guides/adapting.md).
-    Example: reloop serve -w /srv/reloop --port 8000 --adapter reloop2
-    """
-    import uvicorn
+    workspace lock, and swaps to a newly published version between requests. Writes must be
+    JSON (Content-Type: application/json) from no foreign browser origin; with
+    RELOOP_SERVE_TOKEN set, they need `Authorization: Bearer <token>`. SIGTERM or Ctrl-C lets
+    requests in flight finish, writes the buffered logs and exits within twice
+    serving.shutdown_seconds. With --adapter, each answer is the live version corrected by the
+    day's labelled impressions (docs/guides/adapting.md).
 
+    Example: reloop serve -w reloop-workspace --port 8000
+
+    Example: reloop serve --adapter reloop2
+    """
     from reloop_cli.errors import BadInput
-    from reloop_cli.serving.app import ENVIRONMENT, create_app, limit_threads
-    from reloop_cli.serving.service import SERVER_COLUMNS, Service, ServiceConfig
+    from reloop_cli.serving.app import TOKEN_ENVIRONMENT
+    from reloop_cli.serving.protocol import open_socket
+    from reloop_cli.serving.service import SERVER_COLUMNS, ServiceConfig
     from reloop_cli.store.stored_spec import spec_for
 
     ws = Workspace(workspace)
 
     def setup() -> ServiceConfig:
-        if workers < 1 or threads < 1:
-            raise BadInput("workers and threads: each must be >= 1")
         spec = spec_for(ws, spec_path)
         if adapter is not None:
             spec = spec.override("serving", adapter="" if adapter == "off" else adapter)
@@ -91,14 +97,61 @@ def serve_command(
             raise BadInput(
                 f"{spec.source}: field '{sorted(clash)[0]}' is a name the serving log uses"
             )
-        return ServiceConfig(ws.serving, log_dir or ws.serving_logs, spec, trust_client_time, seed)
+        folder = log_dir or ws.serving_logs
+        if folder.exists() and not folder.is_dir():
+            raise BadInput(f"--log-dir {folder}: is a file, not a folder")
+        token = os.environ.get(TOKEN_ENVIRONMENT, "")
+        return ServiceConfig(ws.serving, folder, spec, trust_client_time, seed, token)
 
     config = run_stage(setup)
-    limit_threads(threads)
+    sock = run_stage(lambda: open_socket(host, port))
     setup_logging(log_as_json())
-    err.print(f"reloop serve: http://{host}:{port} (workspace {ws.root}, logs {config.log_dir})")
+    err.print(
+        f"reloop serve: http://{host}:{port} (workspace {ws.root}, logs {config.log_dir})",
+        soft_wrap=True,
+        markup=False,
+    )
+    if config.spec.serving.adapter:
+        err.print(
+            f"adapter {config.spec.serving.adapter}: an impression reaches it once its "
+            f"attribution window ({config.spec.data.attribution_window}, "
+            "data.attribution_window) has closed; until then answers are the version's own "
+            "(see /health/ready and reloop_adapter_rows in /metrics)",
+            soft_wrap=True,
+            markup=False,
+        )
+    if host not in ("127.0.0.1", "localhost", "::1") and not config.token:
+        err.print(
+            f"warning: listening on {host} with no {TOKEN_ENVIRONMENT}: anyone who reaches "
+            "this address can write impressions and clicks",
+            soft_wrap=True,
+            markup=False,
+        )
+    run_server(config, sock, workers, threads)
+
+
+def run_server(config, sock, workers: int, threads: int) -> None:
+    """uvicorn on the bound socket: one process in this one, or `workers` processes that share
+    one metrics folder (prometheus-client's multiprocess mode) removed when they stop."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from reloop_cli.serving.app import ENVIRONMENT, create_app, limit_threads
+    from reloop_cli.serving.metrics import MULTIPROCESS
+    from reloop_cli.serving.protocol import HEADER_TIMEOUT_ATTRIBUTE, HeaderDeadlineProtocol
+    from reloop_cli.serving.service import Service
+
+    settings = config.spec.serving
+    common = {
+        "http": HeaderDeadlineProtocol,
+        "timeout_graceful_shutdown": max(1, round(settings.shutdown_seconds)),
+        "log_level": "warning",
+    }
     if workers == 1:
-        uvicorn.run(create_app(Service(config)), host=host, port=port, log_level="warning")
+        limit_threads(threads)
+        server = uvicorn.Config(create_app(Service(config)), **common)
+        setattr(server, HEADER_TIMEOUT_ATTRIBUTE, settings.header_timeout_seconds)
+        uvicorn.Server(server).run(sockets=[sock])
         return
     os.environ[ENVIRONMENT] = json.dumps(
         {
@@ -110,11 +163,10 @@ def serve_command(
             "threads": threads,
         }
     )
-    uvicorn.run(
-        "reloop_cli.serving.app:from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-    )
+    with tempfile.TemporaryDirectory(prefix="reloop-metrics-") as folder:
+        os.environ[MULTIPROCESS] = folder  # read by each worker's prometheus-client at import
+        server = uvicorn.Config(
+            "reloop_cli.serving.app:from_environment", factory=True, workers=workers, **common
+        )
+        setattr(server, HEADER_TIMEOUT_ATTRIBUTE, settings.header_timeout_seconds)
+        Multiprocess(server, sockets=[sock]).run()

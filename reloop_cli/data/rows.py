@@ -158,9 +158,10 @@ def _serving_columns(data: DataSpec, checks: list[tuple[pl.Expr, pl.Expr]]) -> l
         bad = given & ~pctr.is_between(0, 1).fill_null(False)
         checks.append((bad, pl.format("pctr '{}' not in [0, 1]", _shown(data.pctr))))
         columns.append(pctr.alias(SERVED_PCTR))
-    if data.propensity:
+    if data.propensity:  # empty: not chosen by the logging policy (an unranked request)
         propensity = _as_float(data.propensity)
-        bad = ~((propensity > 0) & (propensity <= 1)).fill_null(False)
+        given = pl.col(data.propensity).is_not_null()
+        bad = given & ~((propensity > 0) & (propensity <= 1)).fill_null(False)
         checks.append((bad, pl.format("propensity '{}' not in (0, 1]", _shown(data.propensity))))
         columns.append(propensity.alias(PROPENSITY))
     if data.request_id:

@@ -76,6 +76,9 @@ class CycleResult:
     # days that gained late rows after versions had trained on them: day -> those versions
     changed_trained_days: dict[str, list[int]] = field(default_factory=dict)
     update: dict | None = None  # `--incremental`: the pass on the newest hours (else None)
+    # why nothing was trained although rows are held (`--from-server`: no day complete yet)
+    waiting: str | None = None
+    quarantined: list[dict] = field(default_factory=list)  # files set aside this run
     sources: list[InputFile] = field(default_factory=list, repr=False)  # the new files, to ingest
 
     def to_dict(self) -> dict:
@@ -176,8 +179,10 @@ def run_cycle(
     *,
     day: str | None = None,
     force: bool = False,
+    last_day: str | None = None,
 ) -> CycleResult:
-    """One cycle; call under the workspace lock."""
+    """One cycle; call under the workspace lock. Without `day` it trains the newest day held,
+    or with `last_day` the newest held on or before it (newer days are ingested, not trained)."""
     # A backfill (`day` given) checks the day against the new files before writing anything;
     # the nightly cycle trains on the newest day, known once the new files are ingested.
     result = plan_cycle(ws, spec, logs, day, describe=False, read_new=day is not None)
@@ -188,7 +193,11 @@ def run_cycle(
         held = ws.days()
         if not held:
             raise BadInput(f"{logs}: no rows to train on")
-        result.day = held[-1]
+        complete = [d for d in held if last_day is None or d <= last_day]
+        if not complete:
+            result.live_after = registry.live(MAIN_CHAIN)
+            return result
+        result.day = complete[-1]
     target = result.day
     live = result.live_before = registry.live(MAIN_CHAIN)
     existing = _version_for(registry, target)

@@ -1,9 +1,13 @@
 """`reloop run --from-server`: the nightly cycle on what `reloop serve` logged.
 
 First the click join labels every impression whose attribution window has closed (`serving/
-clickjoin.py`; the rest wait for the next run), then the cycle runs as on any logs: the labelled
-files are ingested (with the served pCTR as ỹ_last and duplicates skipped by impression id), a
-candidate trains, the gate judges it, and a promotion is published for the server to pick up.
+clickjoin.py`; the rest wait for the next run), quarantining any damaged log file; a joined file
+that ingest would refuse is quarantined too, so no file stops a night twice. Then the cycle runs
+as on any logs: the labelled files are ingested (with the served pCTR as ỹ_last and duplicates
+skipped by impression id), and a candidate trains on the newest *complete* day: one all of whose
+impressions' windows have closed by `as_of`. A run at 02:15 while the server keeps serving
+trains yesterday, and ingests today's first hours without training on them; the next night
+trains today. The gate judges the candidate, and a promotion is published for the server.
 """
 
 from __future__ import annotations
@@ -13,10 +17,22 @@ import time
 from pathlib import Path
 
 from reloop_cli.columns import MAIN_CHAIN
+from reloop_cli.data import column_types
+from reloop_cli.data.ingest import load_files
+from reloop_cli.data.inputs import discover
+from reloop_cli.data.manifest import is_ingested
+from reloop_cli.errors import BadInput
 from reloop_cli.operations.cycle import CycleOutcome, CycleResult, run_cycle
 from reloop_cli.operations.incremental import run_incremental
-from reloop_cli.serving.clickjoin import join_clicks, served_spec
+from reloop_cli.serving.clickjoin import (
+    JoinResult,
+    completes_at,
+    join_clicks,
+    last_complete_day,
+    served_spec,
+)
 from reloop_cli.spec.pipeline import Spec
+from reloop_cli.store.quarantine import Quarantined, quarantine
 from reloop_cli.store.registry import Registry
 from reloop_cli.store.workspace import Workspace
 
@@ -36,26 +52,58 @@ def run_server_cycle(
 ) -> CycleResult:
     """Join the server's clicks onto its impressions, then one cycle on the labelled rows;
     call under the workspace lock. `as_of` (epoch seconds, default now) decides which
-    attribution windows have closed."""
+    attribution windows have closed. A `log_dir` given must exist; the workspace's own
+    (`serving/logs/`) may not yet, before the server's first write."""
+    if log_dir is not None and not log_dir.is_dir():
+        what = "is a file" if log_dir.exists() else "does not exist"
+        raise BadInput(f"--log-dir {log_dir}: {what}; give the folder `reloop serve` logs to")
     folder = log_dir or ws.serving_logs
-    joined = join_clicks(ws, spec, folder, time.time() if as_of is None else as_of)
-    log.info(
-        "click join: %d impressions labelled (%d clicked), %d held back (window open), "
-        "%d clicks for unknown impressions, %d after their window",
-        joined.impressions,
-        joined.clicked,
-        joined.held_back,
-        joined.unknown_clicks,
-        joined.late_clicks,
-    )
+    as_of = time.time() if as_of is None else as_of
+    joined = join_clicks(ws, spec, folder, as_of) if folder.is_dir() else JoinResult()
+    log.info("%s", joined.summary())
+    served = served_spec(spec)
+    refused = set_aside_refused(ws, served)
+    for record in [*map(_as_record, joined.quarantined), *refused]:
+        log.warning("quarantined %s", record.line())
     if not any(ws.joined.glob("*.parquet")):
         result = CycleResult(outcome=CycleOutcome.NOTHING_NEW, live_after=registry.live(MAIN_CHAIN))
     elif incremental_seconds is not None:  # a pass on the newest hours of what was joined
-        joined_spec = served_spec(spec)
         result = run_incremental(
-            ws, registry, joined_spec, str(ws.joined), incremental_seconds, force=force
+            ws, registry, served, str(ws.joined), incremental_seconds, force=force
         )
     else:
-        result = run_cycle(ws, registry, served_spec(spec), str(ws.joined), day=day, force=force)
+        complete = last_complete_day(spec, as_of, joined.held_back_days)
+        result = run_cycle(
+            ws, registry, served, str(ws.joined), day=day, force=force, last_day=complete
+        )
+        if result.day is None:
+            newest = max(ws.days(), default=None)
+            if newest is not None:
+                result.waiting = (
+                    f"no complete day yet: {newest} is still open until "
+                    f"{completes_at(spec, newest)} (its last attribution windows)"
+                )
     result.join = joined.to_dict()
+    result.quarantined = [*joined.quarantined, *(r.to_dict() for r in refused)]
     return result
+
+
+def _as_record(fields: dict) -> Quarantined:
+    return Quarantined(**fields)
+
+
+def set_aside_refused(ws: Workspace, spec: Spec) -> list[Quarantined]:
+    """Quarantine each joined file not yet ingested that ingest would refuse (its first bad
+    row named), so that the night ingests the rest and no later night meets it again."""
+    if not any(ws.joined.glob("*.parquet")):
+        return []
+    forms = column_types.load(ws)
+    refused = []
+    for source in discover(str(ws.joined)):
+        if is_ingested(ws, spec, source):
+            continue
+        try:
+            load_files([source], spec, None, spec.data.start_date, forms=dict(forms))
+        except BadInput as error:
+            refused.append(quarantine(ws, "joined", source.path, str(error), source.path.name))
+    return refused

@@ -178,6 +178,8 @@ class RequestEncoder:
                 number = float(value)
             except ValueError:
                 raise FieldError(name, f"'{value}' is not a number") from None
+            except OverflowError:  # an integer past float's range: no number a model can read
+                raise FieldError(name, "is too large for a number (over 1.8e308)") from None
             if not math.isfinite(number):
                 if self.spec.data.non_finite != "missing":
                     raise FieldError(name, f"'{value}' is not a finite number")

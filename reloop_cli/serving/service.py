@@ -34,8 +34,9 @@ from reloop_cli.serving.logs import (
     LogWriter,
     new_boot_id,
 )
+from reloop_cli.serving.metrics import ServerMetrics
 from reloop_cli.serving.release import Release, load_release, pointer
-from reloop_cli.serving.requests import RequestError, ScoreRequest
+from reloop_cli.serving.requests import RequestError, ScoreRequest, TimeBounds
 from reloop_cli.spec.pipeline import Spec
 
 log = logging.getLogger("reloop")
@@ -107,14 +108,14 @@ class ServiceConfig:
     spec: Spec  # its [serving] settings and [data] time zone
     trust_client_time: bool = False
     seed: int | None = None
+    # Writes (/score, /feedback) must carry `Authorization: Bearer <token>` when set
+    # (RELOOP_SERVE_TOKEN); kept out of the spec, so it is never written to a boot file.
+    token: str = field(default="", repr=False)
 
-
-@dataclass
-class Counters:
-    """What /metrics reports beside latency: requests and their outcomes, swaps, rows logged."""
-
-    requests: dict[str, int] = field(default_factory=dict)
-    swaps: int = 0
+    @property
+    def client_time(self) -> TimeBounds | None:
+        """The days a trusted client `time` may fall on; None: the server sets the time."""
+        return TimeBounds(self.spec.data) if self.trust_client_time else None
 
 
 class Service:
@@ -130,6 +131,7 @@ class Service:
         self.rng = np.random.default_rng(self.seed)
         self._rng_lock = threading.Lock()
         self.ids = ImpressionIds(self.boot)
+        self.metrics = ServerMetrics()
         zone = config.spec.data.timezone
         self.impressions = LogWriter(
             config.log_dir,
@@ -139,14 +141,21 @@ class Service:
             settings.flush_rows,
             settings.flush_seconds,
             impression_types(config.spec),
+            observer=self.metrics,
         )
         self.clicks = LogWriter(
-            config.log_dir, CLICKS, self.boot, zone, settings.flush_rows, settings.flush_seconds
+            config.log_dir,
+            CLICKS,
+            self.boot,
+            zone,
+            settings.flush_rows,
+            settings.flush_seconds,
+            observer=self.metrics,
         )
         self.flusher = Flusher([self.impressions, self.clicks], settings.flush_seconds)
         self.live: Live | None = None
         self.cold = RequestEncoder.without_vocabulary(config.spec)  # logs before any version
-        self.counters = Counters()
+        self.metrics.watch_adapter(self._adapter_count, self._adapter_bytes)
         self._stop = threading.Event()
         self._watcher = threading.Thread(
             target=self._watch, name="reloop-release-watcher", daemon=True
@@ -164,10 +173,42 @@ class Service:
         self.flusher.start()
         self._watcher.start()
 
-    def stop(self) -> None:
-        """Write what is buffered and stop the threads (SIGTERM, Ctrl-C, the app's shutdown)."""
+    def stop(self) -> int:
+        """Write what is buffered and stop the threads (SIGTERM, Ctrl-C, the app's shutdown),
+        retrying failed writes for up to `serving.shutdown_seconds`; returns the rows dropped."""
         self._stop.set()
-        self.flusher.stop()
+        return self.flusher.stop(self.config.spec.serving.shutdown_seconds)
+
+    def readiness(self) -> dict:
+        """Whether this server should get traffic: a version to serve (or a random cold start)
+        and logs that are being written; with the reasons it should not."""
+        live = self.live
+        cold = live is None and self.config.spec.serving.cold_start == "random"
+        reasons = [] if live is not None or cold else ["no version is published yet"]
+        for writer in (self.impressions, self.clicks):
+            health = writer.health
+            if health.failing:
+                reasons.append(f"{writer.kind} log: writes failing ({health.last_error})")
+        return {
+            "ready": not reasons,
+            "reasons": reasons,
+            "version": live.version if live else None,
+            "release": live.release.name if live else None,
+            "cold_start": cold,  # serving at random until a version is published
+            "adapter": self.config.spec.serving.adapter or None,
+            "boot": self.boot,
+            "buffered": {w.kind: len(w.rows) for w in (self.impressions, self.clicks)},
+        }
+
+    def _adapter_count(self, kind: str) -> int:
+        adapter = self.live.adapter if self.live else None
+        if adapter is None:
+            return 0
+        return len(adapter.held) if kind == "held" else getattr(adapter, kind)
+
+    def _adapter_bytes(self) -> int:
+        adapter = self.live.adapter if self.live else None
+        return adapter.memory_bytes() if adapter is not None else 0
 
     def _write_boot(self) -> None:
         folder = self.config.log_dir / BOOTS
@@ -192,7 +233,7 @@ class Service:
         fresh = load_live(self.config.serving_root, named["release"], self.config.spec)
         before = self.live.version if self.live else None
         self.live = fresh  # one reference: a request in flight keeps the one it took
-        self.counters.swaps += 1
+        self.metrics.swapped(fresh.version)
         log.info("serving v%d (release %s; was %s)", fresh.version, fresh.release.name, before)
         return True
 

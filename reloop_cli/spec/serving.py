@@ -53,6 +53,16 @@ class ServingSpec:
     # impression's attribution window closes; emptied when a new version goes live.
     adapter: str = ""
     adapter_pending_rows: int = 200_000  # shown impressions held for their labels, at most
+    # Slow clients: a request's headers must arrive within header_timeout_seconds of its first
+    # byte (or of the connection), its whole body within body_timeout_seconds (else 408).
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 10.0
+    # SIGTERM: requests in flight get this long to finish, then the buffered logs are written
+    # (retried for as long again while writes fail): the server exits within twice this.
+    shutdown_seconds: float = 10.0
+    # Origins whose pages may write (/score, /feedback); a request from any other (a browser
+    # page on the host) is refused, 403. Empty: no browser writes at all.
+    allowed_origins: tuple[str, ...] = ()
 
     def validate(self) -> None:
         check(
@@ -67,7 +77,14 @@ class ServingSpec:
         check(self.temperature > 0, "serving.temperature", "must be > 0")
         for key in ("max_candidates", "max_body_bytes", "max_text_chars", "flush_rows"):
             check(getattr(self, key) >= 1, f"serving.{key}", "must be >= 1")
-        for key in ("flush_seconds", "reload_seconds", "on_publish_timeout"):
+        for key in (
+            "flush_seconds",
+            "reload_seconds",
+            "on_publish_timeout",
+            "header_timeout_seconds",
+            "body_timeout_seconds",
+            "shutdown_seconds",
+        ):
             check(getattr(self, key) > 0, f"serving.{key}", "must be > 0")
         check(self.keep_releases >= 1, "serving.keep_releases", "must be >= 1")
         check(

@@ -140,6 +140,12 @@ class Workspace:
         """Impressions labelled by the click join, ready to ingest."""
         return self.serving / "joined"
 
+    @property
+    def quarantine(self) -> Path:
+        """Files a nightly run refused (damaged server logs, joined files ingest would not
+        take), each beside a JSON file that says why; `reloop status` lists them."""
+        return self.serving / "quarantine"
+
     def log_dir(self, day: str) -> Path:
         return self.logs / f"day={day}"
 
@@ -258,6 +264,8 @@ class Workspace:
         if not self.root.is_dir():
             return 0
         for path in self.root.rglob(f"{TMP_PREFIX}*"):
+            if path.is_relative_to(self.serving_logs):
+                continue  # the server's, written beside a run and never under its lock
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:

@@ -19,6 +19,9 @@ with warnings.catch_warnings():  # Starlette prefers httpx2 for its test client;
     from starlette.testclient import TestClient
 
 
+JSON = {"Content-Type": "application/json"}  # what a write must say it is (else 415)
+
+
 @pytest.fixture()
 def published(tmp_path, tiny_logs, sample_spec) -> tuple[Workspace, object]:
     """Three days ingested, v1 trained on the first two and published."""
@@ -32,5 +35,8 @@ def published(tmp_path, tiny_logs, sample_spec) -> tuple[Workspace, object]:
 
 
 def client_for(ws: Workspace, spec, **config) -> TestClient:
+    """A test client of an app serving `ws`; `client.service` is the service behind it."""
     service = Service(ServiceConfig(ws.serving, ws.serving_logs, spec, **config))
-    return TestClient(create_app(service))
+    client = TestClient(create_app(service))
+    client.service = service
+    return client

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from reloop_cli.cli import app
 from reloop_cli.operations.deploy import publish_live
-from reloop_cli.serving.requests import parse_score
+from reloop_cli.serving.requests import TimeBounds, parse_score
 from reloop_cli.serving.service import Service, ServiceConfig
 from reloop_cli.store.registry import Registry
 from reloop_cli.training.train import Lineage, train_version
@@ -76,7 +76,7 @@ def test_held_impressions_are_bounded_and_a_new_version_starts_empty(published, 
 
     def request(at: float):
         body = {"candidates": rows, "time": at}
-        return parse_score(body, spec.data.feature_fields, spec.serving, True)
+        return parse_score(body, spec.data.feature_fields, spec.serving, TimeBounds(spec.data))
 
     service.score(request(T0))
     adapter = service.live.adapter

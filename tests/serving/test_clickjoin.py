@@ -65,12 +65,15 @@ def test_clicks_inside_the_window_label_and_open_windows_wait(tmp_path, logs, sa
     ws = Workspace(tmp_path / "ws")
     first = join_clicks(ws, sample_spec, logs, as_of=T0 + WINDOW + 60)
     assert (first.impressions, first.clicked, first.held_back) == (3, 1, 1)
-    assert first.unknown_clicks == 1 and first.late_clicks == 1
+    assert first.after_window == 1 and first.clicks_labelled == 1
+    assert first.unknown_clicks == 0  # zzz (at T0 + 100) is not settled until T0 + 1,902
     assert labels(ws) == {"a": 1, "b": 0, "c": 0}
     nothing = join_clicks(ws, sample_spec, logs, as_of=T0 + WINDOW + 120)
     assert nothing.impressions == 0 and nothing.held_back == 1  # d's window is still open
+    assert nothing.unknown_clicks == 1 and nothing.after_window == 0  # each click counted once
     later = join_clicks(ws, sample_spec, logs, as_of=T0 + 7_200 + WINDOW + 60)
     assert (later.impressions, later.clicked, later.held_back) == (1, 1, 0)
+    assert later.unknown_clicks == 0 and later.clicks_labelled == 1
     assert labels(ws) == {"a": 1, "b": 0, "c": 0, "d": 1}
     assert "zzz" not in labels(ws)
 
@@ -109,7 +112,7 @@ def test_a_cycle_from_the_server_trains_on_what_it_served_and_publishes(publishe
         clicked = [{"impression_id": i, "time": t + 30} for i, t in shown[::7]]
         client.post("/feedback", json={"clicks": clicked})
     with Registry(ws) as registry:
-        result = run_server_cycle(ws, registry, spec, as_of=1_704_326_400 + 86_400)
+        result = run_server_cycle(ws, registry, spec, as_of=1_704_326_400 + 86_400 + 3_600)
     assert result.join["impressions"] == len(shown) and result.join["clicked"] == len(clicked)
     assert result.day == "2024-01-04" and result.ingested_rows == len(shown)
     assert result.candidate == 2 and result.outcome in ("promoted", "rejected", "inconclusive")

@@ -18,7 +18,7 @@ from reloop_cli.store.registry import Registry
 from reloop_cli.store.workspace import Workspace
 from reloop_cli.training.train import Lineage, train_version
 from reloop_cli.versions.score import score_day
-from tests.serving.conftest import client_for
+from tests.serving.conftest import JSON, client_for
 
 FIELDS = ["user_id", "item_id", "category", "hour", "device", "position"]
 
@@ -109,6 +109,10 @@ def test_score_equals_reloop_score_with_hashed_multivalued_and_numeric_fields(tm
         (b'{"candidates": [{"item_id": {"a": 1}}]}', 422, "candidates[0].item_id: a value is"),
         (b'{"candidates": [{}], "slots": 2}', 422, "slots: must be a whole number in 1..1"),
         (b'{"candidates": [{}], "time": 5}', 422, "time: this server sets the time"),
+        (b'{"candidates": [{"hour": ' + b"9" * 5_000 + b"}]}", 400, "body: a number has too"),
+        (b"[" * 50_000 + b"]" * 50_000, 400, "body: nested too deeply"),
+        (b'{"candidates": [{"item_id": "\\ud800"}]}', 400, "candidates[0].item_id: holds a lone"),
+        (b'{"candidates": [{"item_id": 1' + b"0" * 1_500 + b"}]}", 422, "candidates[0].item_id: a"),
         (b'{"candidates": [{}], "extra": 1}', 400, "extra: unknown field"),
         (b'{"request_id": 5, "candidates": [{}]}', 422, "request_id: must be a string"),
     ],
@@ -116,7 +120,7 @@ def test_score_equals_reloop_score_with_hashed_multivalued_and_numeric_fields(tm
 def test_a_bad_request_gets_a_4xx_naming_the_field(published, body, status, says):
     ws, spec = published
     with client_for(ws, spec) as client:
-        answer = client.post("/score", content=body)
+        answer = client.post("/score", content=body, headers=JSON)
         assert answer.status_code == status
         assert (
             answer.json()["error"].startswith(says.split(" ...")[0])
@@ -133,7 +137,7 @@ def test_bodies_and_lists_over_their_limits_are_refused(published):
         assert (
             many.status_code == 413 and "candidates: 4, over serving.max_candidates 3" in many.text
         )
-        big = client.post("/score", content=b'{"candidates": [{}]}' + b" " * 3_000)
+        big = client.post("/score", content=b'{"candidates": [{}]}' + b" " * 3_000, headers=JSON)
         assert big.status_code == 413 and "over serving.max_body_bytes 2,000" in big.text
         long = client.post("/score", json={"candidates": [{"item_id": "x" * 11}]})
         assert long.status_code == 422 and "candidates[0].item_id: 11 characters" in long.text
@@ -225,17 +229,25 @@ def test_health_and_metrics(tmp_path, published):
     ws, spec = published
     empty = Workspace(tmp_path / "empty")
     with client_for(empty, spec) as client:
-        assert client.get("/health").status_code == 503
+        assert client.get("/health/live").status_code == 200  # alive: do not restart it
+        not_ready = client.get("/health/ready")
+        assert not_ready.status_code == 503 and client.get("/health").status_code == 503
+        assert not_ready.json()["reasons"] == ["no version is published yet"]
         assert client.post("/score", json={"candidates": [{}]}).status_code == 503
     with client_for(ws, spec) as client:
         health = client.get("/health").json()
         assert health["ready"] and health["version"] == 1
         client.post("/score", json={"candidates": [{}]})
-        client.post("/score", content=b"nope")
+        client.post("/score", content=b"nope", headers=JSON)
+        client.get("/nowhere")
         text = client.get("/metrics").text
     assert 'reloop_requests_total{route="score",status="200"} 1.0' in text
     assert 'reloop_requests_total{route="score",status="400"} 1.0' in text
+    assert 'reloop_requests_total{route="other",status="404"} 1.0' in text
     assert "reloop_live_version 1.0" in text and "reloop_request_seconds_bucket" in text
+    assert "reloop_swaps_total 1.0" in text  # counters end in _total
+    assert 'reloop_logged_rows_total{kind="impressions"}' in text
+    assert 'reloop_log_write_failures_total{kind="impressions"} 0.0' in text
 
 
 @pytest.mark.slow
