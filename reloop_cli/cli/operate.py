@@ -158,21 +158,19 @@ def _late_summary(result) -> str:
 
 
 def _cycle_summary(result) -> str:
+    from reloop_cli.serving.clickjoin import JoinResult
+
     warnings = "".join(f"new values: {line}\n" for line in result.novelty_warnings)
-    joined = ""
-    if result.join:
-        j = result.join
-        joined = (
-            f"click join: {j['impressions']:,} impressions labelled ({j['clicked']:,} clicked), "
-            f"{j['held_back']:,} held back until their window closes, "
-            f"{j['unknown_clicks']:,} clicks for unknown impressions\n"
-        )
+    joined = f"{JoinResult(**result.join).summary()}\n" if result.join else ""
+    for record in result.quarantined:
+        joined += f"quarantined {record['source']}: {record['reason']} (now {record['path']})\n"
+    waiting = f"{result.waiting}\n" if result.waiting else ""
     published = ""
     if result.published:
         p = result.published
         failed = " (on_publish FAILED: see reloop status)" if p.get("hook_returncode") else ""
         published = f"\npublished v{p['version']} for serving ({p['release']}){failed}"
-    return _late_summary(result) + joined + warnings + _cycle_outcome(result) + published
+    return _late_summary(result) + joined + warnings + waiting + _cycle_outcome(result) + published
 
 
 def _cycle_outcome(result) -> str:
@@ -183,13 +181,13 @@ def _cycle_outcome(result) -> str:
         files = "".join(f"\n    {name}" for name in result.new_files)
         steps = "".join(f"\n  - {step}" for step in result.plan)
         return f"dry run for {result.day} (nothing written):{steps}{files}"
+    live = f"v{result.live_after}" if result.live_after is not None else "none yet"
     if result.outcome == CycleOutcome.NOTHING_NEW and result.day is None:
-        return f"nothing new to train on yet; live is v{result.live_after}"
+        return f"nothing new to train on yet; live is {live}"
+    if result.outcome == CycleOutcome.NOTHING_NEW and result.candidate is None:
+        return f"nothing new: {result.day} has too few rows to train on; live is {live}"
     if result.outcome == CycleOutcome.NOTHING_NEW:
-        return (
-            f"nothing new: {result.day} already has v{result.candidate}; "
-            f"live is v{result.live_after}"
-        )
+        return f"nothing new: {result.day} already has v{result.candidate}; live is {live}"
     gate, candidate = result.gate, result.gate.candidate
     started = f" ({result.started})" if result.started else ""
     if result.update:
@@ -273,11 +271,17 @@ def export_command(
 def status_command(
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 10,
+    chain: Annotated[
+        str, typer.Option(help="Which chain of versions (simulate keeps one per arm).")
+    ] = "main",
     as_json: JsonOpt = False,
 ) -> None:
-    """The live version, the last runs, and every version with its gate metrics.
+    """The live version, the last runs, and every version with its gate metrics; the other
+    chains (simulate's arms) and any file a nightly run quarantined.
 
-    Example: reloop status -w /srv/reloop
+    Example: reloop status -w reloop-workspace
+
+    Example: reloop status --chain simulate-reloop
     """
     from reloop_cli.operations.promotion import status
     from reloop_cli.store.registry import Registry
@@ -290,13 +294,27 @@ def status_command(
         if not ws.registry_path.exists():
             raise BadInput(f"{ws.root}: no registry yet; run `reloop run` or `reloop train` first")
         with Registry(ws) as registry:
-            return status(registry, runs=runs)
+            return status(registry, chain=chain, runs=runs, ws=ws)
 
     report = run_stage(action)
     if as_json:
         emit_json(report)
         return
-    out.print(f"live version: {'v' + str(report['live']) if report['live'] else 'none'}")
+    live = f"v{report['live']}" if report["live"] else "none"
+    out.print(f"live version (chain {chain}): {live}")
+    others = [c for c in report["chains"] if c["chain"] != chain]
+    if others:
+        chains = Table("chain", "versions", "live", title="other chains (reloop status --chain)")
+        for entry in others:
+            shown = f"v{entry['live']}" if entry["live"] else "-"
+            chains.add_row(entry["chain"], str(entry["versions"]), shown)
+        out.print(chains)
+    for record in report["quarantined"]:
+        out.print(
+            f"quarantined: {record['source']}: {record['reason']} (now {record['path']})",
+            soft_wrap=True,
+            markup=False,
+        )
     if report["vocabulary"]:
         rows = Table(
             "field",
@@ -322,7 +340,7 @@ def status_command(
         "status",
         "holdout AUC",
         "holdout Logloss",
-        title="versions (chain main)",
+        title=f"versions (chain {chain})",
     )
     for v in report["versions"]:
         table.add_row(
@@ -334,13 +352,14 @@ def status_command(
             fmt(v["holdout_auc"]),
             fmt(v["holdout_logloss"]),
         )
-    out.print(table)
+    out.print(table if report["versions"] else f"no versions in chain {chain} yet")
     runs_table = Table("run", "started", "ended", "outcome", "command", title="recent runs")
     for r in report["runs"]:
         runs_table.add_row(
             str(r["id"]), r["started"], r["ended"] or "-", r["outcome"], r["command"]
         )
-    out.print(runs_table)
+    if report["runs"]:
+        out.print(runs_table)
 
 
 @app.command("promote", rich_help_panel=PANEL)

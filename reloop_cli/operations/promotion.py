@@ -6,6 +6,7 @@ from __future__ import annotations
 from reloop_cli.columns import MAIN_CHAIN
 from reloop_cli.errors import BadInput
 from reloop_cli.operations.deploy import publish_live
+from reloop_cli.store.quarantine import quarantined
 from reloop_cli.store.registry import Registry, VersionStatus
 from reloop_cli.store.workspace import Workspace
 
@@ -43,8 +44,11 @@ def rollback(ws: Workspace, registry: Registry, chain: str = MAIN_CHAIN) -> tupl
     return current, target
 
 
-def status(registry: Registry, chain: str = MAIN_CHAIN, runs: int = 10) -> dict:
-    """Live version, recent runs and the version history with their gate metrics."""
+def status(
+    registry: Registry, chain: str = MAIN_CHAIN, runs: int = 10, ws: Workspace | None = None
+) -> dict:
+    """Live version, recent runs and the version history with their gate metrics; every chain
+    the registry holds (simulate's arms too), and the files a nightly run quarantined."""
     versions = []
     for entry in registry.versions(chain):
         holdout = [m for m in registry.metrics(entry["version"]) if m["scope"] == "holdout"]
@@ -77,4 +81,6 @@ def status(registry: Registry, chain: str = MAIN_CHAIN, runs: int = 10) -> dict:
         "versions": versions,
         "runs": registry.runs(runs),
         "live_history": registry.live_history(chain),
+        "chains": registry.chains(),
+        "quarantined": [q.to_dict() for q in quarantined(ws)] if ws is not None else [],
     }

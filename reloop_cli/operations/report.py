@@ -25,6 +25,7 @@ from reloop_cli.evaluation.metrics import calibration_buckets
 from reloop_cli.evaluation.statistics import format_interval
 from reloop_cli.operations.html_parts import fmt, png, table
 from reloop_cli.operations.replay_report import REPLAY_FILE, replay_section
+from reloop_cli.store.quarantine import quarantined
 from reloop_cli.store.registry import Registry
 from reloop_cli.store.workspace import Workspace
 
@@ -289,9 +290,9 @@ def _closed_loop_section(payload: dict) -> str:
     return "".join(parts)
 
 
-def _history(registry: Registry) -> str:
+def _history(registry: Registry, chain: str = MAIN_CHAIN) -> str:
     rows = []
-    for v in registry.versions(MAIN_CHAIN):
+    for v in registry.versions(chain):
         decision = v["decision"] or {}
         holdout = decision.get("candidate") or {}
         verdict = "; ".join(decision.get("reasons", [])) or decision.get("reason", "")
@@ -310,11 +311,24 @@ def _history(registry: Registry) -> str:
             ]
         )
     if not rows:
-        return "<p>No versions in the main chain yet (`reloop run` or `reloop train`).</p>"
+        return f"<p>No versions in chain {html.escape(chain)} yet.</p>"
     return table(
         ["version", "day", "parent", "loss", "status", "holdout AUC", "holdout Logloss", "gate"],
         rows,
     )
+
+
+def _history_missing() -> str:
+    return "<p>No versions yet (`reloop run`, `reloop train` or `reloop simulate`).</p>"
+
+
+def _quarantine_section(ws: Workspace) -> str:
+    """Files a nightly run set aside, with why; nothing when there are none."""
+    records = quarantined(ws)
+    if not records:
+        return ""
+    rows = [[html.escape(r.source), html.escape(r.reason), html.escape(r.when)] for r in records]
+    return "<h2>Quarantined files</h2>" + table(["file", "why", "when"], rows)
 
 
 def build_report(ws: Workspace) -> str:
@@ -350,10 +364,18 @@ def build_report(ws: Workspace) -> str:
     replayed = ws.reports / REPLAY_FILE
     if replayed.exists():
         sections.append(replay_section(json.loads(replayed.read_text(encoding="utf-8"))))
-    sections.append("<h2>Versions and gate decisions (chain main)</h2>")
     if ws.registry_path.exists():
         with Registry(ws) as registry:
-            sections.append(_history(registry))
+            chains = [c["chain"] for c in registry.chains()] or [MAIN_CHAIN]
+            for chain in chains:  # the main chain first, then simulate's arms
+                sections.append(
+                    f"<h2>Versions and gate decisions (chain {html.escape(chain)})</h2>"
+                )
+                sections.append(_history(registry, chain))
+    else:
+        sections.append("<h2>Versions and gate decisions</h2>")
+        sections.append(_history_missing())
+    sections.append(_quarantine_section(ws))
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"

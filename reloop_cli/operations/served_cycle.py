@@ -76,13 +76,12 @@ def run_server_cycle(
         result = run_cycle(
             ws, registry, served, str(ws.joined), day=day, force=force, last_day=complete
         )
-        if result.day is None:
-            newest = max(ws.days(), default=None)
-            if newest is not None:
-                result.waiting = (
-                    f"no complete day yet: {newest} is still open until "
-                    f"{completes_at(spec, newest)} (its last attribution windows)"
-                )
+        newest = max(ws.days(), default=None)
+        if newest is not None and (result.day is None or newest > result.day):
+            result.waiting = (
+                f"{newest} is still open until {completes_at(spec, newest)} (its last "
+                "attribution windows close then); it is trained the first run after"
+            )
     result.join = joined.to_dict()
     result.quarantined = [*joined.quarantined, *(r.to_dict() for r in refused)]
     return result

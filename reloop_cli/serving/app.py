@@ -120,7 +120,11 @@ def create_app(service: Service) -> Starlette:
             payload = read_json(body, settings)
             response = JSONResponse(await run_in_threadpool(handle, payload))
         except RequestError as error:
-            response = JSONResponse({"error": error.message}, status_code=error.status)
+            # a body left unread (too slow, too large) ends the connection with the answer
+            close = {"connection": "close"} if error.status in (408, 413) else None
+            response = JSONResponse(
+                {"error": error.message}, status_code=error.status, headers=close
+            )
         except LogFull as error:
             response = JSONResponse({"error": f"busy: {error}"}, status_code=503)
         except Exception as error:  # a bug: answered, logged and counted, never plain text

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from reloop_cli.columns import MAIN_CHAIN
 from reloop_cli.store.workspace import Workspace
 
 _SCHEMA = """
@@ -188,6 +189,18 @@ class Registry:
             entry["decision"] = json.loads(entry["decision"]) if entry["decision"] else None
             out.append(entry)
         return out
+
+    def chains(self) -> list[dict[str, Any]]:
+        """Each chain with versions (the main chain first, then by name): its name, how many
+        versions it holds and which is live. `simulate` keeps one chain per arm."""
+        rows = self.db.execute(
+            "SELECT chain, COUNT(*) AS versions FROM versions GROUP BY chain ORDER BY chain"
+        ).fetchall()
+        found = [
+            {"chain": r["chain"], "versions": r["versions"], "live": self.live(r["chain"])}
+            for r in rows
+        ]
+        return sorted(found, key=lambda c: (c["chain"] != MAIN_CHAIN, c["chain"]))
 
     def decide(self, version: int, status: VersionStatus, decision: dict[str, Any]) -> None:
         """Record the gate's (or a person's) verdict on a candidate."""

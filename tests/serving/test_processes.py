@@ -44,7 +44,7 @@ def post(port: int, path: str, body: dict, timeout: float = 10) -> dict:
 
 
 @contextlib.contextmanager
-def server(ws, *extra: str):
+def server(ws, *extra: str, env: dict[str, str] | None = None):
     port = free_port()
     process = subprocess.Popen(
         [
@@ -59,7 +59,7 @@ def server(ws, *extra: str):
             *extra,
         ],
         cwd=REPO,
-        env={**os.environ, "RELOOP_SERVING_FLUSH_SECONDS": "0.2"},
+        env={**os.environ, "RELOOP_SERVING_FLUSH_SECONDS": "0.2", **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -136,3 +136,91 @@ def test_the_run_and_the_server_never_wait_for_each_other(published):
         ):
             time.sleep(0.3)
         assert post(port, "/score", {"candidates": CANDIDATES})["version"] == 2
+
+
+def read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float]:
+    """What the server sends before it closes the connection, and after how long."""
+    started, data = time.monotonic(), b""
+    sock.settimeout(seconds)
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while chunk := sock.recv(4096):
+            data += chunk
+    return data, time.monotonic() - started
+
+
+def test_stalled_clients_are_cut_off_and_sigterm_ends_within_its_grace(published):
+    """Reproduction: 200 clients stalled mid-header or mid-body held their sockets for good, and
+    SIGTERM with one such client waited until the client left (51 s)."""
+    ws, _ = published
+    quick = {
+        "RELOOP_SERVING_HEADER_TIMEOUT_SECONDS": "1",
+        "RELOOP_SERVING_BODY_TIMEOUT_SECONDS": "1",
+        "RELOOP_SERVING_SHUTDOWN_SECONDS": "2",
+    }
+    with server(ws, env=quick) as (process, port):
+        heads = [socket.create_connection((HOST, port)) for _ in range(50)]
+        for sock in heads:
+            sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        body = socket.create_connection((HOST, port))
+        body.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"cand'
+        )
+        answers = [read_until_closed(sock, 10) for sock in [*heads, body]]
+        assert all(data.startswith(b"HTTP/1.1 408") for data, _ in answers)
+        assert max(seconds for _, seconds in answers) < 5
+        assert b"serving.body_timeout_seconds" in answers[-1][0]
+        assert post(port, "/score", {"candidates": CANDIDATES})["version"] == 1  # still serving
+        stalled = socket.create_connection((HOST, port))
+        stalled.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
+        time.sleep(0.3)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        assert time.monotonic() - started < 2 * 2 + 2  # twice the grace, and the start-up slack
+    for sock in [*heads, body, stalled]:
+        sock.close()
+    assert len(impressions(ws)) == 10  # the one request answered 200 was written on the way out
+
+
+def test_metrics_sum_over_workers(published):
+    """Reproduction: with --workers N each /metrics scrape showed one worker's counts."""
+    ws, _ = published
+    with server(ws, "--workers", "2") as (process, port):
+        sent = 40
+        for _ in range(sent):  # a fresh connection each: the kernel spreads them over workers
+            post(port, "/score", {"candidates": CANDIDATES})
+        boots = set()
+        for _ in range(10):
+            with urllib.request.urlopen(f"http://{HOST}:{port}/health/live", timeout=5) as r:
+                boots.add(json.loads(r.read())["boot"])
+        scrapes = []
+        for _ in range(6):
+            with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as r:
+                scrapes.append(r.read().decode())
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    line = 'reloop_requests_total{route="score",status="200"} '
+    counts = {float(t.split(line)[1].split()[0]) for t in scrapes}
+    assert counts == {float(sent)}  # whichever worker answered the scrape
+    assert len(boots) == 2, boots  # both workers answered, and both were counted
+
+
+def test_a_port_in_use_is_one_line_and_leaves_no_boot_file(published):
+    """Reproduction: `--port 70000` printed a 90-line traceback, and a serve that could not
+    bind still wrote a boot file."""
+    ws, _ = published
+    runner = CliRunner()
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = runner.invoke(app, ["serve", "-w", str(ws.root), "--port", str(port)])
+    assert busy.exit_code == 2 and "cannot listen there" in busy.output
+    assert len(busy.output.strip().splitlines()) == 1
+    wrong = runner.invoke(app, ["serve", "-w", str(ws.root), "--port", "70000"])
+    assert wrong.exit_code == 2 and "65535" in wrong.output and "Traceback" not in wrong.output
+    assert not (ws.serving_logs / "boots").exists()
