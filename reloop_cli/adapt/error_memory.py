@@ -30,7 +30,7 @@ import numpy as np
 
 from reloop_cli.adapt.base import Adapter, Rows, require_labels
 from reloop_cli.errors import BadInput
-from reloop_cli.spec.adapt import COMPENSATIONS, SIMILARITIES
+from reloop_cli.spec.adapt import COMPENSATIONS, MAX_MEMORY_BUCKETS, SIMILARITIES
 
 MAX_COSINE_NUMBERS = 64_000_000  # Σh per bucket: at most this many floats (256 MB)
 CHUNK = 4_096  # rows hashed at once: keeps the [rows, K, L] projections small
@@ -52,6 +52,8 @@ class MemorySettings:
     def validate(self) -> MemorySettings:
         if self.arrays < 1 or not 1 <= self.bits <= 24:
             raise BadInput("adapt.memory: arrays >= 1 and bits in 1..24")
+        if 2**self.bits * self.arrays > MAX_MEMORY_BUCKETS:
+            raise BadInput(f"adapt.memory: 2^bits x arrays over {MAX_MEMORY_BUCKETS:,} buckets")
         if not 0.0 <= self.weight <= 1.0 or self.temperature <= 0 or self.min_count < 1:
             raise BadInput("adapt.memory: weight in [0, 1], temperature > 0, min_count >= 1")
         if self.similarity not in SIMILARITIES:

@@ -18,6 +18,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from reloop_cli import __version__
@@ -136,7 +137,7 @@ def run_stage(action: Callable[[], T]) -> T:
     except ReloopError as error:
         if _debugging():
             raise
-        err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted; the workspace is unchanged by the unfinished step")
@@ -147,13 +148,15 @@ def run_stage(action: Callable[[], T]) -> T:
         problem = storage_problem(error)
         if problem is not None:
             err.print(
-                f"[bold red]error:[/] {problem}; every write is atomic, so nothing was left "
-                "half-written: make room (or fix the permissions) and run again",
+                f"[bold red]error:[/] {escape(problem)}; every write is atomic, so nothing was "
+                "left half-written: make room (or fix the permissions) and run again",
                 soft_wrap=True,
             )
             raise typer.Exit(EXIT_BAD_INPUT) from None
         err.print(
-            f"[bold red]internal error:[/] {type(error).__name__}: {error} (rerun with --debug)"
+            f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))} "
+            "(rerun with --debug)",
+            soft_wrap=True,
         )
         raise typer.Exit(EXIT_INTERNAL) from None
 

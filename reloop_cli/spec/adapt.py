@@ -13,6 +13,11 @@ ADAPTERS = ("base", "intercept", "field_bias", "reloop2", "incremental", "reloop
 SERVED_ADAPTERS = ("intercept", "field_bias", "reloop2")
 SIMILARITIES = ("uniform", "cosine")  # how ReLoop2 weighs a query's buckets
 COMPENSATIONS = ("blend", "residual")  # how it corrects the base prediction
+# ReLoop2's memory holds 2^memory_bits x memory_arrays buckets, each a count and two sums
+# (12 bytes; with cosine similarity also a key's sum). At most this many buckets (768 MiB of
+# counts and sums), refused when the spec is read, before anything is allocated.
+MAX_MEMORY_BUCKETS = 2**26
+BUCKET_BYTES = 12
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,15 @@ class AdaptSpec:
         check(self.bias_max_values >= 1, "adapt.bias_max_values", "must be >= 1")
         check(self.memory_arrays >= 1, "adapt.memory_arrays", "must be >= 1")
         check(1 <= self.memory_bits <= 24, "adapt.memory_bits", "must be in 1..24")
+        buckets = 2**self.memory_bits * self.memory_arrays
+        check(
+            buckets <= MAX_MEMORY_BUCKETS,
+            "adapt.memory_arrays",
+            f"2^{self.memory_bits} x {self.memory_arrays} = {buckets:,} buckets "
+            f"({buckets * BUCKET_BYTES / 2**30:.1f} GiB), over the limit of {MAX_MEMORY_BUCKETS:,} "
+            f"({MAX_MEMORY_BUCKETS * BUCKET_BYTES / 2**30:.2f} GiB); lower memory_bits or "
+            "memory_arrays",
+        )
         check(0 <= self.memory_weight <= 1, "adapt.memory_weight", "must be in [0, 1]")
         check(self.memory_temperature > 0, "adapt.memory_temperature", "must be > 0")
         check(

@@ -19,6 +19,7 @@ from reloop_cli.spec.adapt import AdaptSpec
 from reloop_cli.spec.data import DataSpec
 from reloop_cli.spec.sections import GateSpec, ModelSpec, TrainSpec, VocabularySpec
 from reloop_cli.spec.serving import ServingSpec
+from reloop_cli.spec.types import check_types
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,6 +69,7 @@ class Spec:
         given = {k: v for k, v in values.items() if v is not None}
         if not given:
             return self
+        check_types(type(getattr(self, section)), given, f"{self.source} [{section}]")
         part = dataclasses.replace(getattr(self, section), **given)
         return dataclasses.replace(self, **{section: part}).validate()
 
@@ -96,10 +98,8 @@ def _build_section(cls: type, raw: dict[str, Any], where: str) -> Any:
         if key not in known:
             raise BadInput(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
         values[key] = tuple(value) if isinstance(value, list) else value
-    try:
-        return cls(**values)
-    except TypeError as err:
-        raise BadInput(f"{where}: {err}") from None
+    check_types(cls, values, where)
+    return cls(**values)
 
 
 def spec_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Spec:
@@ -152,6 +152,8 @@ def load_spec(path: str | Path, environ: dict[str, str] | None = None) -> Spec:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise BadInput(f"{path}: not valid TOML ({err})") from None
+    except UnicodeDecodeError as err:
+        raise BadInput(f"{path}: not UTF-8 text (byte {err.start}); is it the spec file?") from None
     return spec_from_dict(with_environment(raw, environ), str(path))
 
 
