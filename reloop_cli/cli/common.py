@@ -37,8 +37,28 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 T = TypeVar("T")
 
+
+def _workspace_folder(path: Path) -> Path:
+    """A workspace is a folder (made if missing); a file given as one is refused in one line,
+    before the command reads or writes anything."""
+    if path.exists() and not path.is_dir():
+        err.print(
+            f"[bold red]error:[/] --workspace {escape(str(path))}: is a file, not a folder",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
+    return path
+
+
 WorkspaceOpt = Annotated[
-    Path, typer.Option("--workspace", "-w", envvar="RELOOP_WORKSPACE", help="Workspace folder.")
+    Path,
+    typer.Option(
+        "--workspace",
+        "-w",
+        envvar="RELOOP_WORKSPACE",
+        help="Workspace folder.",
+        callback=_workspace_folder,
+    ),
 ]
 SpecOpt = Annotated[
     Path | None,

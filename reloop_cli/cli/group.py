@@ -19,17 +19,21 @@ import typer
 from typer.core import TyperGroup
 
 GLOBAL_FLAGS = ("--quiet", "-q", "--debug", "--log-json")
-# Lines of a docstring that stand on their own: labelled examples, and a command after a colon.
-LABEL = re.compile(r"^(Example|Several processes|At the scale|\(the same as)")
+VERSION_FLAG = "--version"  # global too, unless the command has a --version of its own
+# Lines of a docstring that stand on their own: a label and a colon before a command
+# ("Example: reloop ...", "Every 6 hours: reloop ..."), and "(the same as: ...)".
+LABEL = re.compile(r"^([A-Z][\w ()-]*: (RELOOP_\w+=\S+ )?(reloop|torchrun) |\(the same as)")
 COMMAND = re.compile(r"^(reloop|torchrun) ")
 
 
-def hoist_global_flags(args: list[str]) -> list[str]:
-    """`args` with the global flags moved in front of the subcommand (none after a `--`)."""
+def hoist_global_flags(args: list[str], version_is_global: bool = False) -> list[str]:
+    """`args` with the global flags moved in front of the subcommand (none after a `--`);
+    `--version` too when the subcommand has none of its own."""
     cut = args.index("--") if "--" in args else len(args)
     head, tail = args[:cut], args[cut:]
-    flags = [a for a in head if a in GLOBAL_FLAGS]
-    return [*flags, *(a for a in head if a not in GLOBAL_FLAGS), *tail]
+    hoisted = (*GLOBAL_FLAGS, VERSION_FLAG) if version_is_global else GLOBAL_FLAGS
+    flags = [a for a in head if a in hoisted]
+    return [*flags, *(a for a in head if a not in hoisted), *tail]
 
 
 def reflow(text: str | None) -> str | None:
@@ -80,4 +84,9 @@ class ReloopGroup(TyperGroup):
         return _tidy_params(super().get_params(ctx))  # also the completion options Typer adds
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, hoist_global_flags(list(args)))
+        name = next((a for a in args if not a.startswith("-")), None)
+        command = self.commands.get(name) if name else None
+        own = command is not None and any(
+            VERSION_FLAG in getattr(param, "opts", ()) for param in command.params
+        )
+        return super().parse_args(ctx, hoist_global_flags(list(args), not own))

@@ -96,12 +96,15 @@ def simulate(
     compared with bce by paired tests on the same rows (per day and pooled).
 
     With no FILES and an empty workspace it runs on the bundled sample data. --seeds and
-    --world-seeds repeat the loop and report what holds across the repeats.
+    --world-seeds repeat the loop and report what holds across the repeats. In the closed
+    loop an arm `bce+reloop2` serves through ReLoop2's memory hour by hour (with
+    --intraday-trend 2, in days that drift).
+
     Example: reloop simulate --days 7
     Example: reloop simulate --days 7 --seeds 3 --world-seeds 3
     Example: reloop simulate --closed-loop --days 14 --world-seeds 3
-    Example: reloop simulate --closed-loop --over-http --arms reloop --days 7 --requests 2000
-    Example: reloop simulate --closed-loop --arms bce,bce+reloop2 --intraday-trend 2
+    Example: reloop simulate --closed-loop --over-http --arms reloop --days 7
+    Example: reloop simulate --closed-loop --arms bce,bce+reloop2
     """
     from reloop_cli.evaluation.policies import Policy
     from reloop_cli.experiments.simulation import (
@@ -182,7 +185,7 @@ def reproduce(
 
     --parent-share / --parent-epochs make the previous model weaker or stronger.
 
-    Example: reloop reproduce --spec pipelines/frappe.toml --models deepfm,dcn --seeds 3
+    Example: reloop reproduce --spec pipelines/frappe.toml --models deepfm,dcn
     """
     from reloop_cli.errors import BadInput
     from reloop_cli.experiments.reproduce import reproduce as run_reproduce

@@ -63,10 +63,18 @@ def run_command(
 ) -> None:
     """One scheduled retraining cycle: ingest, serve, train, judge, promote through the gate.
 
-    Exit codes: 0 done or nothing new, 2 bad input, 3 locked, 4 gate refused, 5 inconclusive
-    (too few holdout clicks to judge; live keeps serving), 1 internal error.
-    Example (cron): reloop run --spec pipelines/sample.toml --logs /data/clicks/ -w /srv/reloop
-    Every 6 hours between nights: reloop run --logs /data/clicks/ --incremental 6h -w /srv/reloop
+    With --from-server it trains the newest complete day (all its attribution windows closed
+    by --as-of, default now); rows of a later day are ingested and wait for their night.
+
+    Exit codes: 0 done or nothing new, 1 internal error, 2 bad input, 3 locked, 4 gate refused,
+    5 inconclusive (too few holdout clicks to judge; live keeps serving), 6 training diverged
+    (nothing published).
+
+    Example (cron): reloop run --spec pipelines/sample.toml --logs /data/clicks/
+
+    Every 6 hours: reloop run --logs /data/clicks/ --incremental 6h
+
+    From reloop serve's logs: reloop run --from-server
     """
     from reloop_cli.errors import EXIT_GATE_REFUSED, EXIT_INCONCLUSIVE, BadInput
     from reloop_cli.operations.cycle import CycleOutcome, plan_cycle, run_cycle
@@ -289,10 +297,7 @@ def status_command(
     ws = Workspace(workspace)
 
     def action():
-        from reloop_cli.errors import BadInput
-
-        if not ws.registry_path.exists():
-            raise BadInput(f"{ws.root}: no registry yet; run `reloop run` or `reloop train` first")
+        Registry.require(ws)
         with Registry(ws) as registry:
             return status(registry, chain=chain, runs=runs, ws=ws)
 
@@ -378,6 +383,7 @@ def promote_command(
     ws = Workspace(workspace)
 
     def action():
+        Registry.require(ws)
         with ws.lock(), Registry(ws) as registry:
             return promote_version(ws, registry, version)
 
@@ -405,6 +411,7 @@ def rollback_command(
     ws = Workspace(workspace)
 
     def action():
+        Registry.require(ws)
         with ws.lock(), Registry(ws) as registry:
             return rollback(ws, registry)
 

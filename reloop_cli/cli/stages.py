@@ -131,7 +131,7 @@ def ingest(
     """Validate raw logs and store them as Parquet partitioned by day.
 
     A folder stands for every data file under it; Hive-style key=value folders become columns.
-    Example: reloop ingest ../shared/data/frappe/*.libfm --spec pipelines/frappe.toml --days 10
+    Example: reloop ingest data/*.libfm --spec pipelines/frappe.toml --days 10
     """
     from reloop_cli.data.ingest import ingest as ingest_files
     from reloop_cli.spec.pipeline import load_spec
@@ -177,14 +177,27 @@ def train(
     loss: Annotated[str | None, typer.Option(help="bce, kd or reloop.")] = None,
     alpha: Annotated[float | None, typer.Option(help="Weight of the self-correction term.")] = None,
     model: Annotated[str | None, typer.Option(help="lr, fm, deepfm, widedeep, dcn, ...")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    warm_start: Annotated[bool | None, typer.Option("--warm-start/--from-scratch")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Most epochs (early stopping may end sooner).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Training seed (shuffles, init, the validation slice).")
+    ] = None,
+    warm_start: Annotated[
+        bool | None,
+        typer.Option(
+            "--warm-start/--from-scratch",
+            help="Start from the parent's weights, or from new ones (default: train.warm_start).",
+        ),
+    ] = None,
     parent: Annotated[
         int | None, typer.Option(help="Parent version; default: the live one.")
     ] = None,
     chain: Annotated[str, typer.Option(help="Which chain of versions to extend.")] = "main",
-    promote: Annotated[bool, typer.Option("--promote/--no-promote")] = True,
+    promote: Annotated[
+        bool,
+        typer.Option("--promote/--no-promote", help="Make it live (and publish it) when trained."),
+    ] = True,
     device: DeviceOpt = None,
     nproc: Annotated[
         int, typer.Option(help="Processes on this machine (launches torchrun); 1: no DDP.")
@@ -304,6 +317,7 @@ def evaluate(
     ws = Workspace(workspace)
 
     def action():
+        Registry.require(ws)
         with ws.lock(), Registry(ws) as registry:
             return evaluate_day(ws, registry, version, day, with_offpolicy=True)
 

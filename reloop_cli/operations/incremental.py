@@ -62,13 +62,24 @@ def run_incremental(
     newest = ws.scan_logs([target]).select(pl.col(TS).max()).collect().item()
     since = float(newest) - seconds
     update = {"kind": "incremental", "since": since, "hours": seconds / 3_600, "parent": live}
+    exclude = holdout_expr(spec, target) | (pl.col(TS) < since)
+    rows = ws.scan_logs([target]).filter(~exclude).select(pl.len()).collect().item()
+    if rows < spec.train.batch_size:  # too little to learn from: nothing trained or published
+        result.live_after = live
+        result.waiting = (
+            f"--incremental: the newest {seconds / 3_600:g} h of {target} hold {rows:,} rows to "
+            f"train on, fewer than one batch (train.batch_size {spec.train.batch_size:,}); "
+            "nothing trained"
+        )
+        log.info("%s", result.waiting)
+        return result
     trained = train_version(
         ws,
         registry,
         incremental_spec(spec),
         target,
         Lineage(MAIN_CHAIN, parent=live, promote=False, update=update),
-        exclude=holdout_expr(spec, target) | (pl.col(TS) < since),
+        exclude=exclude,
     )
     result.candidate, result.update = trained.version, {**update, "rows": trained.rows}
     result.started = trained.started.describe()

@@ -196,6 +196,12 @@ class Service:
             "release": live.release.name if live else None,
             "cold_start": cold,  # serving at random until a version is published
             "adapter": self.config.spec.serving.adapter or None,
+            # written: labelled impressions it learnt from; held: waiting for their window
+            "adapter_rows": (
+                {kind: self._adapter_count(kind) for kind in ("written", "held", "dropped")}
+                if self.config.spec.serving.adapter
+                else None
+            ),
             "boot": self.boot,
             "buffered": {w.kind: len(w.rows) for w in (self.impressions, self.clicks)},
         }

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from reloop_cli.columns import MAIN_CHAIN
+from reloop_cli.errors import BadInput
 from reloop_cli.store.workspace import Workspace
 
 _SCHEMA = """
@@ -101,6 +102,16 @@ class Registry:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(_SCHEMA)
         self.sync()
+
+    @staticmethod
+    def require(workspace: Workspace) -> None:
+        """Refuse a command that reads versions from a workspace that has none yet, before
+        anything (the registry file, the lock) is written there."""
+        if not workspace.registry_path.is_file():
+            raise BadInput(
+                f"{workspace.root}: no versions here yet (no registry.sqlite); run `reloop run` "
+                "or `reloop train` first, or check --workspace"
+            )
 
     @staticmethod
     def snapshot(workspace: Workspace, chain: str) -> tuple[list[dict[str, Any]], int | None]:

@@ -325,7 +325,7 @@ class Workspace:
             finally:
                 handle.seek(0)
                 handle.truncate()
-                if created and [p.name for p in self.root.iterdir()] == [".lock"]:
-                    path.unlink()
+                if [p.name for p in self.root.iterdir()] == [".lock"]:
+                    path.unlink()  # a refused command leaves nothing, not even its lock
                     self.prune_empty(created)
                 fcntl.flock(handle, fcntl.LOCK_UN)

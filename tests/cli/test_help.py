@@ -4,6 +4,7 @@ flag, and global options typed after the subcommand."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import typer.main
@@ -110,3 +111,54 @@ def test_quiet_and_debug_work_after_the_subcommand(tmp_path):
     debug = runner.invoke(app, ["spec", "check", str(tmp_path / "none.toml"), "--debug"])
     assert "No such option" not in debug.output
     assert debug.exception is not None  # --debug: the error is raised, not turned into a line
+
+
+def docstring_examples(path: list[str]) -> list[str]:
+    """The example lines of a command's docstring: a label, a colon, then the command."""
+    command = typer.main.get_command(app)
+    for word in path:
+        command = command.commands[word]
+    source = command.callback.__doc__ if command.callback else ""
+    lines = [line.strip() for line in (source or "").splitlines()]
+    return [line for line in lines if EXAMPLE.match(line)]
+
+
+EXAMPLE = re.compile(r"^[A-Z][\w ()-]*: (RELOOP_\w+=\S+ )?(reloop|torchrun) ")
+
+
+@pytest.mark.parametrize("path", command_paths()[1:], ids=lambda p: " ".join(p))
+def test_every_example_reads_whole_on_one_line_at_80_columns(path):
+    """Reproduction: `reloop run --help` ran two examples into one line, and examples wrapped
+    between a flag and its value."""
+    shown = [line.strip(" │") for line in rendered_help(path).splitlines()]
+    for example in docstring_examples(path):
+        assert example in shown, f"{example!r} is not one whole line of the help"
+
+
+@pytest.mark.parametrize("path", command_paths()[1:], ids=lambda p: " ".join(p))
+def test_every_option_says_what_it_does(path):
+    """Reproduction: `train --help` had no text for --epochs, --seed and --warm-start."""
+    command = typer.main.get_command(app)
+    for word in path:
+        command = command.commands[word]
+    silent = [
+        param.opts[0]
+        for param in command.params
+        if param.param_type_name == "option" and not (param.help or "").strip()
+    ]
+    assert silent == []
+
+
+def test_run_help_names_every_exit_code():
+    text = " ".join(rendered_help(["run"]).split())
+    for code in range(7):
+        assert f"{code} " in text.split("Exit codes:")[1]
+
+
+def test_global_version_works_after_a_command_without_its_own():
+    """Reproduction: `reloop status --version` was refused though the README says global
+    options work after the command; a command with its own --version keeps it."""
+    status = runner.invoke(app, ["status", "--version"])
+    assert status.exit_code == 0 and status.output.startswith("reloop ")
+    own = runner.invoke(app, ["export", "--version", "x"])
+    assert own.exit_code == 2 and "reloop 0" not in own.output

@@ -86,3 +86,17 @@ def test_the_command_refuses_what_an_incremental_update_cannot_do(tmp_path, ws):
     assert bad.exit_code == 2 and "--incremental: 'soon'" in bad.output
     backfill = runner.invoke(app, [*base, "--incremental", "6h", "--day", "2024-01-02"])
     assert backfill.exit_code == 2 and "not with --day" in backfill.output
+
+
+def test_a_pass_over_too_few_rows_trains_and_publishes_nothing(ws, morning):
+    """Reproduction: `reloop run --incremental 1s` trained on 0 rows, "passed" the gate at
+    +0.0000 [+0.0000, +0.0000] and published a new version."""
+    spec, folder, _, _ = morning
+    with Registry(ws) as registry:
+        update = run_incremental(ws, registry, spec, str(folder), 1.0)
+        versions = registry.versions(MAIN_CHAIN)
+        live = registry.live(MAIN_CHAIN)
+    assert update.outcome == CycleOutcome.NOTHING_NEW and update.candidate is None
+    assert "fewer than one batch" in update.waiting and update.live_after == live == 1
+    assert [v["version"] for v in versions] == [1]
+    assert "2024-01-03" in ws.days()  # the new rows were ingested all the same
