@@ -67,6 +67,12 @@ def run_server_cycle(
         log.warning("quarantined %s", record.line())
     if not any(ws.joined.glob("*.parquet")):
         result = CycleResult(outcome=CycleOutcome.NOTHING_NEW, live_after=registry.live(MAIN_CHAIN))
+        if joined.held_back:
+            newest = max(joined.held_back_days)
+            result.waiting = (
+                f"{joined.held_back:,} impression(s) wait for their attribution windows to close; "
+                f"their day {newest} is trained the first run after {completes_at(spec, newest)}"
+            )
     elif incremental_seconds is not None:  # a pass on the newest hours of what was joined
         result = run_incremental(
             ws, registry, served, str(ws.joined), incremental_seconds, force=force
