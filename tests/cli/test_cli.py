@@ -78,6 +78,20 @@ def test_simulate_json_has_the_documented_shape(ingested):
         assert [d["day"] for d in entry["days"]] == payload["days"]
         assert entry["mean_auc"] == pytest.approx(sum(d["auc"] for d in entry["days"]) / 2)
         assert "logloss" in entry["days"][0] and "mean_logloss" in entry
+    # Reproduction: right after simulate, `reloop status` said "live version: none" and the
+    # report "No versions in the main chain yet" beside the versions simulate made.
+    status = json.loads(invoke("status", "-w", str(ingested.root), "--json").stdout)
+    chains = {c["chain"]: c for c in status["chains"]}
+    assert {"simulate-bce", "simulate-kd", "simulate-reloop"} <= set(chains)
+    assert all(chains[f"simulate-{arm}"]["live"] for arm in ("bce", "kd", "reloop"))
+    text = invoke("status", "-w", str(ingested.root)).output
+    assert "simulate-reloop" in text
+    arm = json.loads(
+        invoke("status", "--chain", "simulate-kd", "-w", str(ingested.root), "--json").stdout
+    )
+    assert arm["live"] == chains["simulate-kd"]["live"] and arm["versions"]
+    page = (ingested.root / "reports" / "report.html").read_text(encoding="utf-8")
+    assert "Versions and gate decisions (chain simulate-reloop)" in page
 
 
 def test_unknown_arm_is_refused(ingested):

@@ -45,6 +45,59 @@ def test_a_file_given_as_the_workspace_is_bad_input_not_a_crash(tmp_path):
     assert f"{target}: is a file" in nested
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["serve"],
+        ["report"],
+        ["status"],
+        ["promote", "1"],
+        ["rollback"],
+        ["run", "--from-server"],
+        ["train", "--day", "2024-01-01"],
+        ["score", "--version", "1", "--day", "2024-01-01"],
+        ["eval", "--version", "1", "--day", "2024-01-01"],
+        ["simulate"],
+        ["revisits"],
+        ["replay", "--version", "1", "--day", "2024-01-01"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_file_as_workspace_is_one_line_in_every_command(tmp_path, command):
+    """Reproduction: `reloop serve -w <a file>` and `reloop report -w <a file>` were
+    tracebacks or internal errors."""
+    target = tmp_path / "notes.txt"
+    target.write_text("mine\n")
+    line = one_line_error(runner.invoke(app, [*command, "-w", str(target)]))
+    assert f"--workspace {target}: is a file, not a folder" in line
+    assert target.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["promote", "3"], ["rollback"], ["status"], ["eval", "--version", "1", "--day", "2024-01-01"]],
+    ids=lambda c: c[0],
+)
+def test_a_command_refused_on_an_empty_folder_writes_nothing_there(tmp_path, command):
+    """Reproduction: `promote` on an empty folder created registry.sqlite (and a .lock)."""
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    line = one_line_error(runner.invoke(app, [*command, "-w", str(folder)]))
+    assert "no versions here yet" in line
+    assert list(folder.iterdir()) == []
+
+
+def test_an_incremental_run_from_the_server_on_a_fresh_workspace_says_none_is_live(tmp_path):
+    """Reproduction: `run --from-server --incremental` on a fresh workspace printed `live is
+    vNone`."""
+    folder = tmp_path / "fresh"
+    result = runner.invoke(
+        app, ["run", "--from-server", "--incremental", "6h", "--spec", SPEC, "-w", str(folder)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "live is none yet" in result.output and "vNone" not in result.output
+
+
 def test_a_spec_that_is_a_folder_says_so(tmp_path):
     line = one_line_error(ingest("--spec", str(REPO / "pipelines"), "-w", str(tmp_path / "ws")))
     assert "is a folder, not a spec file" in line
