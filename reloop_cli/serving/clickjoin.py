@@ -49,6 +49,14 @@ from reloop_cli.store.workspace import Workspace
 LABEL_COLUMN = "label"
 TIME_COLUMN = "ts"
 CLICK_RECORD_PREFIX = "clicks-"  # a record of a run that joined no impression file
+# Where each click ends, once: together they count every click the logs hold, once settled.
+CLICK_FATES = (
+    "clicks_labelled",
+    "before_impression",
+    "after_window",
+    "after_join",
+    "unknown_clicks",
+)
 
 
 @dataclass

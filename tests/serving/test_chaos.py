@@ -25,6 +25,7 @@ import pytest
 
 from reloop_cli.columns import MAIN_CHAIN
 from reloop_cli.experiments.live_server import HOST, free_port
+from reloop_cli.serving.clickjoin import CLICK_FATES
 from reloop_cli.store.registry import Registry
 from tests.helpers import REPO
 
@@ -187,17 +188,7 @@ def test_the_served_loop_loses_nothing_under_kills_and_nights(published, tiny_lo
 
     # no night failed, every click is accounted for exactly once, the labels are the clicks'
     assert [r["code"] for r in runs if r["code"] not in (0, 4, 5)] == [], runs
-    counted = sum(
-        r["join"][key]
-        for r in runs
-        for key in (
-            "clicks_labelled",
-            "before_impression",
-            "after_window",
-            "after_join",
-            "unknown_clicks",
-        )
-    )
+    counted = sum(r["join"][fate] for r in runs for fate in CLICK_FATES)
     assert counted == clicks.height
     ingested = ws.scan_logs(ws.days()).collect()
     served = ingested.filter(pl.col("day") >= "2024-01-04")

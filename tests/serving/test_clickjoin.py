@@ -11,7 +11,7 @@ import pytest
 
 from reloop_cli.errors import BadInput
 from reloop_cli.operations.served_cycle import run_server_cycle
-from reloop_cli.serving.clickjoin import join_clicks, served_spec
+from reloop_cli.serving.clickjoin import CLICK_FATES, join_clicks, served_spec
 from reloop_cli.store.quarantine import quarantined
 from reloop_cli.store.registry import Registry
 from reloop_cli.store.workspace import Workspace
@@ -195,16 +195,7 @@ def test_every_click_is_counted_once_in_one_place(tmp_path, sample_spec):
         [{"impression_id": "d", "ts": T0 + 120}, {"impression_id": "gone", "ts": T0 + 4_000}],
     )
     runs += [join_clicks(ws, sample_spec, folder, as_of=T0 + hours * 3_600) for hours in (3, 4, 5)]
-    total = {
-        key: sum(getattr(run, key) for run in runs)
-        for key in (
-            "clicks_labelled",
-            "before_impression",
-            "after_window",
-            "after_join",
-            "unknown_clicks",
-        )
-    }
+    total = {fate: sum(getattr(run, fate) for run in runs) for fate in CLICK_FATES}
     assert total == {
         "clicks_labelled": 2,
         "before_impression": 1,
