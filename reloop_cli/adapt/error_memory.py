@@ -1,25 +1,30 @@
-"""ReLoop2's error memory (Zhu, Cai et al., KDD 2023, arXiv 2306.08808), gamma = 1, in PyTorch-free
-numpy: labelled impressions are written into a sketch keyed by the model's last hidden layer,
+"""ReLoop2's error memory (Zhu, Cai et al., KDD 2023, arXiv 2306.08808) in PyTorch-free numpy:
+labelled impressions are written into a sketch keyed by a hidden representation of the version,
 and a prediction is pulled towards what similar recent impressions really did.
 
-- Key: the version's last hidden layer for the impression (`adapt/keys.py`).
+- Key: a representation of the impression by the version (`adapt/keys.py`: the last hidden
+  layer after or before its activation, or that pre-activation standardised on the version's
+  training rows, `adapt.memory_key`).
 - Memory: K independent arrays of 2^L buckets. Array k hashes a key with L signed random
   projections (SimHash: bit j is whether the key's dot product with the projection is positive)
   to one bucket, which holds running sums of the labelled impressions written to it: their
   count, Σy and Σy_base. Write and read cost O(K·L·d) a row whatever has been written; the memory
   is 2^L x K x 3 numbers, fixed when the memory is made, and a reset empties it (a new version).
-- Estimate: a query reads its own bucket in each array; buckets with fewer than `min_count`
-  rows are skipped; the K bucket means are combined with softmax attention at temperature τ over
-  each bucket's similarity to the query, giving ȳ (and ȳ_base).
-- Compensation: y = clamp((1 - λ)·y_base + λ·ȳ) (`compensation = "blend"`, the paper's form), or
-  y = clamp(y_base + λ·(ȳ - ȳ_base)) (`"residual"`: only the bucket's error, not its level).
-
-Where the paper is ambiguous we chose, and measure the choice (docs/RESULTS.md section 6):
-- a bucket's similarity: `"uniform"` (every bucket the query falls in is equally similar: all
-  its K buckets hold keys whose L signs agree with the query's, so SimHash already made them
-  similar), or `"cosine"`, the cosine between the query and the bucket's mean key, which needs
-  Σh kept per bucket (d more numbers each, so L is capped for it);
-- rows whose buckets are all below `min_count` keep the base prediction.
+- Readout, as the paper attends over stored samples: a bucket of n samples whose mean key has
+  similarity s to the query stands for n samples at that similarity, so its weight is
+  n·exp(s/τ), normalised over the query's K buckets (softmax over the samples, counts
+  respected): ȳ = Σ w_k ȳ_k, ȳ_base = Σ w_k ȳ_base,k. Similarity is `"cosine"` (query vs the
+  bucket's mean key, which needs Σh per bucket) or `"uniform"` (s = 0: every bucket the query
+  falls in agrees with it on all L signs, so the weights are the counts). Buckets with fewer than
+  `min_count` rows are skipped; a query with none keeps its base prediction.
+- Compensation: the estimated error ê = ȳ - γ·ŷ - (1 - γ)·ȳ_base, and ŷ' = clamp(ŷ + λ·ê).
+  γ = 1 (default) is the paper's: ŷ' = (1 - λ)·ŷ + λ·ȳ, the neighbours' labels against this
+  prediction; γ = 0 compensates only the neighbours' own error, ȳ - ȳ_base (their level
+  cancels). λ = 0 returns the base prediction exactly.
+- Occupancy, reported with every replay and by `reloop serve`: buckets used per array, rows in
+  the buckets queries read (p50, p90), and the share of those reads that found an empty bucket.
+  A key that does not spread (ReLU zeros, a collapsed layer) fills few buckets with crowds, and
+  the memory degenerates into a running CTR: these figures show it.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ import numpy as np
 
 from reloop_cli.adapt.base import Adapter, Rows, require_labels
 from reloop_cli.errors import BadInput
-from reloop_cli.spec.adapt import COMPENSATIONS, MAX_MEMORY_BUCKETS, SIMILARITIES
+from reloop_cli.spec.adapt import MAX_MEMORY_BUCKETS, SIMILARITIES
 
 MAX_COSINE_NUMBERS = 64_000_000  # Σh per bucket: at most this many floats (256 MB)
 CHUNK = 4_096  # rows hashed at once: keeps the [rows, K, L] projections small
+READS_KEPT = 200_000  # the newest bucket reads kept for the occupancy quantiles
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class MemorySettings:
     weight: float = 0.5  # λ (the paper's best: 0.4-0.9)
     temperature: float = 0.1  # τ
     similarity: str = "uniform"
-    compensation: str = "blend"
+    gamma: float = 1.0  # γ: 1 the paper's compensation, 0 the neighbours' own error only
     min_count: int = 1
     seed: int = 0
 
@@ -56,10 +62,10 @@ class MemorySettings:
             raise BadInput(f"adapt.memory: 2^bits x arrays over {MAX_MEMORY_BUCKETS:,} buckets")
         if not 0.0 <= self.weight <= 1.0 or self.temperature <= 0 or self.min_count < 1:
             raise BadInput("adapt.memory: weight in [0, 1], temperature > 0, min_count >= 1")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise BadInput("adapt.memory.gamma: in [0, 1]")
         if self.similarity not in SIMILARITIES:
             raise BadInput(f"adapt.memory.similarity: one of {', '.join(SIMILARITIES)}")
-        if self.compensation not in COMPENSATIONS:
-            raise BadInput(f"adapt.memory.compensation: one of {', '.join(COMPENSATIONS)}")
         return self
 
 
@@ -89,6 +95,10 @@ class ErrorMemory(Adapter):
         self.key_sums = (
             np.zeros((cells, key_dim), np.float32) if settings.similarity == "cosine" else None
         )
+        self.written = 0
+        self.reads = np.zeros(0, np.float32)  # the newest queried buckets' row counts
+        self.queries = 0
+        self.queries_without_any = 0
 
     # --- the sketch -------------------------------------------------------------------------
     def buckets(self, keys: np.ndarray) -> np.ndarray:
@@ -118,48 +128,79 @@ class ErrorMemory(Adapter):
         np.add.at(self.sums, flat, written)  # a bucket hit twice in a batch counts twice
         if self.key_sums is not None:
             np.add.at(self.key_sums, flat, np.repeat(rows.keys.astype(np.float32), k, axis=0))
+        self.written += len(rows)
 
     def estimate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ȳ, ȳ_base, found) per row: the attention-weighted bucket means, and whether any of
-        the row's buckets held `min_count` rows."""
+        """(ȳ, ȳ_base, found) per row: the bucket means weighted by n·exp(s/τ), and whether any
+        of the row's buckets held `min_count` rows."""
         cells = self.buckets(keys)
         read = self.sums[cells].astype(np.float64)  # [rows, K, 3]
         count = read[..., 0]
+        self._note_reads(count)
         valid = count >= self.settings.min_count
         safe = np.maximum(count, 1.0)
         means = read[..., 1] / safe
         base_means = read[..., 2] / safe
         found = valid.any(axis=1)
-        if self.key_sums is None:  # uniform: the softmax of equal scores is an even split
-            weights = valid / np.maximum(valid.sum(axis=1, keepdims=True), 1)
-            return (weights * means).sum(axis=1), (weights * base_means).sum(axis=1), found
-        centres = self.key_sums[cells] / safe[..., None]
-        query = np.asarray(keys, dtype=np.float64)[:, None, :]
-        norms = np.linalg.norm(centres, axis=2) * np.linalg.norm(query, axis=2)
-        similarity = (centres * query).sum(axis=2) / np.maximum(norms, 1e-12)
-        scores = np.where(valid, similarity / self.settings.temperature, -np.inf)
+        scores = np.zeros_like(count)
+        if self.key_sums is not None:
+            centres = self.key_sums[cells] / safe[..., None]
+            query = np.asarray(keys, dtype=np.float64)[:, None, :]
+            norms = np.linalg.norm(centres, axis=2) * np.linalg.norm(query, axis=2)
+            similarity = (centres * query).sum(axis=2) / np.maximum(norms, 1e-12)
+            scores = similarity / self.settings.temperature
+        scores = np.where(valid, scores, -np.inf)
         scores[~found] = 0.0  # no bucket: weights unused, kept finite
         scores -= scores.max(axis=1, keepdims=True)
-        weights = np.exp(scores) * valid
+        weights = np.exp(scores) * count * valid  # n·exp(s/τ): every stored sample weighs once
         weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
         return (weights * means).sum(axis=1), (weights * base_means).sum(axis=1), found
 
     def predict(self, rows: Rows) -> np.ndarray:
         base = np.asarray(rows.pctr, dtype=np.float64)
-        weight = self.settings.weight
+        weight, gamma = self.settings.weight, self.settings.gamma
         if weight == 0.0:
             return base.copy()  # λ = 0 is the base prediction exactly
         estimate, base_estimate, found = self.estimate(rows.keys)
-        if self.settings.compensation == "blend":
-            corrected = (1 - weight) * base + weight * estimate
-        else:
-            corrected = base + weight * (estimate - base_estimate)
-        return np.where(found, np.clip(corrected, 0.0, 1.0), base)
+        error = estimate - gamma * base - (1.0 - gamma) * base_estimate
+        return np.where(found, np.clip(base + weight * error, 0.0, 1.0), base)
 
     def reset(self) -> None:
         for array in (self.sums, self.key_sums):
             if array is not None:
                 array.fill(0)
+        self.written, self.queries, self.queries_without_any = 0, 0, 0
+        self.reads = np.zeros(0, np.float32)
+
+    # --- occupancy --------------------------------------------------------------------------
+    def _note_reads(self, count: np.ndarray) -> None:
+        self.queries += count.shape[0]
+        self.queries_without_any += int((count.max(axis=1, initial=0) < 1).sum())
+        self.reads = np.concatenate([self.reads, count.reshape(-1).astype(np.float32)])[
+            -READS_KEPT:
+        ]
+
+    def occupancy(self) -> dict:
+        """How the memory is filled and read: buckets used per array (of 2^L), rows per
+        queried bucket (p50, p90, over the newest reads), the share of reads that found an
+        empty bucket, and of queries that found no row at all."""
+        k, size = self.settings.arrays, 2**self.settings.bits
+        used = (self.sums[:, 0].reshape(k, size) > 0).sum(axis=1)
+        reads = self.reads
+        return {
+            "rows_written": self.written,
+            "buckets_per_array": size,
+            "buckets_used_mean": float(used.mean()),
+            "buckets_used_min": int(used.min()),
+            "buckets_used_max": int(used.max()),
+            "queries": self.queries,
+            "rows_per_read_p50": float(np.quantile(reads, 0.5)) if reads.size else None,
+            "rows_per_read_p90": float(np.quantile(reads, 0.9)) if reads.size else None,
+            "empty_read_share": float((reads < 1).mean()) if reads.size else None,
+            "queries_without_any_share": (
+                self.queries_without_any / self.queries if self.queries else None
+            ),
+        }
 
     def memory_bytes(self) -> int:
         arrays = [self.sums, self.planes, self.key_sums]

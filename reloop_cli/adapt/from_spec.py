@@ -13,6 +13,7 @@ from reloop_cli.adapt.error_memory import ErrorMemory, MemorySettings
 from reloop_cli.adapt.field_bias import FieldBias
 from reloop_cli.adapt.incremental import ComposedMemory, IncrementalFineTune
 from reloop_cli.adapt.intercept import Intercept
+from reloop_cli.adapt.keys import KeyStats
 from reloop_cli.errors import BadInput
 from reloop_cli.spec.adapt import ADAPTERS
 from reloop_cli.spec.pipeline import Spec
@@ -26,7 +27,7 @@ def memory_settings(spec: Spec, seed: int) -> MemorySettings:
         weight=adapt.memory_weight,
         temperature=adapt.memory_temperature,
         similarity=adapt.memory_similarity,
-        compensation=adapt.memory_compensation,
+        gamma=adapt.memory_gamma,
         min_count=adapt.memory_min_count,
         seed=seed,
     )
@@ -43,13 +44,26 @@ def group_field(spec: Spec) -> str:
     return spec.adapt.group_field or spec.data.feature_fields[0]
 
 
-def make_adapter(name: str, spec: Spec, model: nn.Module, key_dim: int, seed: int) -> Adapter:
-    """The adapter `name` with the spec's settings, empty."""
+def make_adapter(
+    name: str,
+    spec: Spec,
+    model: nn.Module,
+    key_dim: int,
+    seed: int,
+    key_stats: KeyStats | None = None,
+) -> Adapter:
+    """The adapter `name` with the spec's settings, empty; `key_stats` standardise the keys a
+    fine-tuned copy hands to a memory (`adapt.memory_key = "standardized"`)."""
     adapt = spec.adapt
 
     def incremental() -> IncrementalFineTune:
         return IncrementalFineTune(
-            model, adapt.incremental_learning_rate, adapt.incremental_batch_size, seed
+            model,
+            adapt.incremental_learning_rate,
+            adapt.incremental_batch_size,
+            seed,
+            "preactivation" if adapt.memory_key == "standardized" else adapt.memory_key,
+            key_stats,
         )
 
     makers: dict[str, Callable[[], Adapter]] = {

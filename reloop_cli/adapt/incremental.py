@@ -19,7 +19,7 @@ from torch import nn
 
 from reloop_cli.adapt.base import Adapter, Rows, require_labels
 from reloop_cli.adapt.error_memory import ErrorMemory
-from reloop_cli.adapt.keys import predict_with_keys
+from reloop_cli.adapt.keys import KeyStats, predict_with_keys
 
 
 class IncrementalFineTune(Adapter):
@@ -31,9 +31,12 @@ class IncrementalFineTune(Adapter):
         learning_rate: float = 1e-3,
         batch_size: int = 512,
         seed: int = 0,
+        key_kind: str = "hidden",
+        key_stats: KeyStats | None = None,
     ) -> None:
         self.version_model = model
         self.learning_rate, self.batch_size, self.seed = learning_rate, batch_size, seed
+        self.key_kind, self.key_stats = key_kind, key_stats  # the memory's keys, if one reads
         self.reset()
 
     def reset(self) -> None:
@@ -46,7 +49,9 @@ class IncrementalFineTune(Adapter):
         """The rows as the fine-tuned copy sees them (its pCTR and keys)."""
         if not self.updated:
             return rows
-        pctr, keys = predict_with_keys(self.model, rows.categorical, rows.dense)
+        pctr, keys = predict_with_keys(
+            self.model, rows.categorical, rows.dense, self.key_kind, self.key_stats
+        )
         return replace(rows, pctr=pctr, keys=keys)
 
     def predict(self, rows: Rows) -> np.ndarray:
@@ -94,3 +99,6 @@ class ComposedMemory(Adapter):
 
     def memory_bytes(self) -> int:
         return self.incremental.memory_bytes() + self.memory.memory_bytes()
+
+    def occupancy(self) -> dict:
+        return self.memory.occupancy()

@@ -41,8 +41,11 @@ def replay(
     ] = None,
     tune_day: Annotated[
         str | None,
-        typer.Option(help="Choose ReLoop2's weight and bits on this earlier day first."),
+        typer.Option(help="Tune every adapter alike on this earlier day first."),
     ] = None,
+    tune_budget: Annotated[
+        int, typer.Option(help="Settings tried per adapter when tuning (the same for all).", min=1)
+    ] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the projections and the fine-tuning.")] = 0,
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     spec_path: SpecOpt = None,
@@ -53,11 +56,16 @@ def replay(
 
     Adapters: base (the version unadapted), intercept, field_bias, reloop2 (ReLoop2's error
     memory), incremental (one fine-tuning pass per labelled slot), reloop2+incremental. Each is
-    paired against base on the same rows: AUC, gAUC, Logloss, calibration, per slot and pooled.
+    paired against base on the same rows. The headline is within-slot (the mean over slots of
+    the paired AUC difference, gAUC by user within slot), which recalibration from hour to hour
+    cannot inflate; pooled figures, Logloss and calibration follow. --tune-day tunes every
+    adapter on an earlier day with the same budget and prints what each chose.
+
     Example: reloop replay --version 6 --day 2024-01-08 --tune-day 2024-01-07
     """
     from reloop_cli.errors import BadInput
-    from reloop_cli.experiments.replay import ReplayRequest, replay_day, tune_memory
+    from reloop_cli.experiments.replay import ReplayRequest, replay_day
+    from reloop_cli.experiments.tuning import tune_adapters
     from reloop_cli.operations.replay_report import REPLAY_FILE
     from reloop_cli.spec.adapt import ADAPTERS
     from reloop_cli.store.stored_spec import spec_for
@@ -69,14 +77,17 @@ def replay(
         names = tuple(a.strip() for a in adapters.split(",")) if adapters else ADAPTERS
         spec = spec_for(ws, spec_path)
         request = ReplayRequest(version, day, slots, delay, names, seed)
-        grid = None
+        tuning = None
         if tune_day is not None:
             if tune_day >= day:
                 raise BadInput(f"--tune-day: {tune_day} is not before --day {day}")
-            note(f"choosing ReLoop2's weight and bits on {tune_day}")
-            spec, grid = tune_memory(ws, spec, ReplayRequest(version, tune_day, slots, delay))
+            note(f"tuning every adapter on {tune_day} ({tune_budget} settings each)")
+            tuned = tune_adapters(
+                ws, spec, ReplayRequest(version, tune_day, slots, delay, names, seed), tune_budget
+            )
+            spec, tuning = tuned.spec, tuned.to_dict()
         result = replay_day(ws, spec, request, on_step=note)
-        payload = {**result.to_dict(), "tuned_on": tune_day, "tuning": grid}
+        payload = {**result.to_dict(), "tuned_on": tune_day, "tuning": tuning}
         ws.write_json(payload, ws.reports / REPLAY_FILE)
         return result, payload
 
@@ -93,32 +104,47 @@ def render_replay(result, payload: dict) -> None:
     request = result.request
     table = Table(
         title=f"v{request.version} on {request.day}: {result.rows:,} rows, {result.clicks:,} "
-        f"clicks, {request.slots} slots, labels after {request.label_delay_seconds:.0f} s"
+        f"clicks, {request.slots} slots, labels after {request.label_delay_seconds:.0f} s; "
+        "each adapter minus base, within slot"
     )
-    for column in ("adapter", "AUC", "gAUC", "Logloss", "Σp/Σy", "AUC - base", "Logloss - base"):
+    for column in ("adapter", "AUC", "gAUC", "Logloss", "slots ranked"):
         table.add_column(column, justify="left" if column == "adapter" else "right")
-    for name, entry in result.pooled.items():
-        versus = entry.get("vs_base")
+    for name, entry in result.within_slot.items():
         table.add_row(
             name,
-            fmt(entry["auc"]["value"]),
-            fmt(entry["gauc"]["value"]),
-            fmt(entry["logloss"]["value"]),
-            fmt(entry["calibration"], 3),
-            format_interval(versus["auc"], signed=True) if versus else "",
-            format_interval(versus["logloss"], signed=True) if versus else "",
+            format_interval(entry["auc"], signed=True) if entry["auc"] else "-",
+            format_interval(entry["gauc"], signed=True) if entry["gauc"] else "-",
+            format_interval(entry["logloss"], signed=True),
+            f"{entry['slots_ranked']} of {entry['slots_ranked'] + entry['slots_without_auc']}",
         )
     out.print(table)
+    pooled = Table(title="pooled over the day (AUC here includes between-slot calibration)")
+    for column in ("adapter", "AUC", "Logloss", "Σp/Σy", "AUC - base", "Logloss - base"):
+        pooled.add_column(column, justify="left" if column == "adapter" else "right")
     for name, entry in result.pooled.items():
-        if "vs_base" in entry:
-            gauc = entry["vs_base"]["gauc"]
-            out.print(
-                f"{name}: gAUC - base {format_interval(gauc, signed=True)}; memory "
-                f"{result.memory_bytes[name]:,} bytes"
-            )
-    if payload.get("tuned_on"):
-        adapt = payload["settings"]
-        out.print(
-            f"ReLoop2 chosen on {payload['tuned_on']}: weight {adapt['memory_weight']}, "
-            f"bits {adapt['memory_bits']}"
+        versus = entry.get("vs_base")
+        pooled.add_row(
+            name,
+            fmt(entry["auc"]["value"]) if entry["auc"] else "-",
+            fmt(entry["logloss"]["value"]),
+            fmt(entry["calibration"], 3),
+            format_interval(versus["auc"], signed=True) if versus and versus["auc"] else "",
+            format_interval(versus["logloss"], signed=True) if versus else "",
         )
+    out.print(pooled)
+    for name, filled in result.occupancy.items():
+        p50, p90 = filled["rows_per_read_p50"], filled["rows_per_read_p90"]
+        empty = filled["empty_read_share"]
+        out.print(
+            f"{name} memory: {filled['buckets_used_mean']:,.0f} of {filled['buckets_per_array']:,} "
+            f"buckets used per array; rows per queried bucket p50 {fmt(p50, 0)}, p90 "
+            f"{fmt(p90, 0)}; {fmt(empty * 100 if empty is not None else None, 1)}% of reads "
+            f"empty; {result.memory_bytes[name]:,} bytes"
+        )
+    tuning = payload.get("tuning")
+    if tuning:
+        for name, chosen in tuning["chosen"].items():
+            settings = ", ".join(
+                f"{key.split('_', 1)[1]} {value:g}" for key, value in chosen.items()
+            )
+            out.print(f"{name} chose on {payload['tuned_on']}: {settings}")

@@ -14,11 +14,19 @@ Per slot and pooled over the day, for every adapter: AUC (DeLong interval), gAUC
 per-row Logloss difference, the paired gAUC difference). The rows' order, the memory's
 projections and the fine-tuning's batches are seeded: the same replay gives the same figures,
 bit for bit.
+
+The headline is *within-slot*: the mean over slots of each adapter's paired AUC difference,
+with the interval of a mean of independent per-slot differences (the slots are disjoint rows:
+a stratified DeLong), and gAUC grouped by user within slot. An adapter that only moves each
+slot's predictions up or down together (intercept recalibration) cannot change a slot's
+ranking, so it scores exactly 0 there, whereas the pooled AUC over the day credits it for
+tracking the base rate from hour to hour; the pooled figures are kept, marked as such. A slot
+without a click or without a non-click has no AUC: it is counted and left out of the mean, never
+a crash. Logloss and calibration stay per slot and pooled: recalibration is what they credit.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -29,7 +37,7 @@ import polars as pl
 
 from reloop_cli.adapt.base import Adapter, Rows
 from reloop_cli.adapt.from_spec import bias_fields, group_field, make_adapter
-from reloop_cli.adapt.keys import score_with_keys
+from reloop_cli.adapt.keys import KeyStats, score_with_keys, training_key_stats
 from reloop_cli.columns import IMPRESSION_ID, LABEL, TS
 from reloop_cli.errors import BadInput
 from reloop_cli.evaluation import statistics
@@ -71,6 +79,7 @@ class ReplayDay:
     slot: np.ndarray  # each row's slot
     groups: np.ndarray
     slot_starts: np.ndarray  # epoch seconds
+    key_stats: KeyStats | None = None  # what standardised the keys, if they are
 
 
 @dataclass
@@ -80,9 +89,11 @@ class ReplayResult:
     rows: int
     clicks: int
     slots: list[dict]  # per slot: per adapter its figures and its pairing with base
-    pooled: dict  # per adapter, over the day
+    pooled: dict  # per adapter, over the day: includes between-slot calibration
     memory_bytes: dict[str, int]
     settings: dict = field(default_factory=dict)
+    within_slot: dict = field(default_factory=dict)  # per adapter: the headline (see above)
+    occupancy: dict = field(default_factory=dict)  # per adapter with a memory: how it filled
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,7 +108,9 @@ def load_day(ws: Workspace, loaded: LoadedVersion, spec: Spec, request: ReplayRe
     raw = ws.scan_logs([request.day]).sort(TS, IMPRESSION_ID).collect()
     if raw.is_empty():
         raise BadInput(f"day: {request.day} has no rows")
-    pctr, keys, table = score_with_keys(ws, loaded, raw.lazy())
+    kind = spec.adapt.memory_key
+    stats = training_key_stats(ws, loaded) if kind == "standardized" else None
+    pctr, keys, table = score_with_keys(ws, loaded, raw.lazy(), kind, stats)
     zone = ZoneInfo(spec.data.timezone)
     midnight = datetime.fromisoformat(request.day).replace(tzinfo=zone).timestamp()
     ts = raw[TS].cast(pl.Float64).to_numpy()  # the workspace keeps epoch seconds (Int64)
@@ -120,15 +133,20 @@ def load_day(ws: Workspace, loaded: LoadedVersion, spec: Spec, request: ReplayRe
         slot=slot,
         groups=values[grouped_by],
         slot_starts=midnight + DAY_SECONDS / request.slots * np.arange(request.slots),
+        key_stats=stats,
     )
 
 
 def build_adapters(
-    spec: Spec, loaded: LoadedVersion, key_dim: int, names: tuple[str, ...], seed: int
+    spec: Spec, loaded: LoadedVersion, day: ReplayDay, names: tuple[str, ...], seed: int
 ) -> dict[str, Adapter]:
     """The adapters asked for, with the spec's [adapt] settings; `base` always first."""
     chosen = ("base", *[n for n in names if n != "base"])
-    return {name: make_adapter(name, spec, loaded.model, key_dim, seed) for name in chosen}
+    key_dim = day.rows.keys.shape[1]
+    return {
+        name: make_adapter(name, spec, loaded.model, key_dim, seed, day.key_stats)
+        for name in chosen
+    }
 
 
 def slot_index(ts: np.ndarray, midnight: float, slots: int) -> np.ndarray:
@@ -171,13 +189,19 @@ def replay_predictions(
     return predictions
 
 
+def ranks_both(labels: np.ndarray) -> bool:
+    """Whether rows hold a click and a non-click: what an AUC needs."""
+    return 0 < int(labels.sum()) < labels.size
+
+
 def figures(labels: np.ndarray, prob: np.ndarray, groups: np.ndarray) -> dict:
     clicks = float(labels.sum())
+    both = ranks_both(labels)
     return {
         "rows": int(labels.size),
         "clicks": int(clicks),
-        "auc": statistics.auc_estimate(labels, prob).to_dict(),
-        "gauc": statistics.gauc_estimate(labels, prob, groups).to_dict(),
+        "auc": statistics.auc_estimate(labels, prob).to_dict() if both else None,
+        "gauc": statistics.gauc_estimate(labels, prob, groups).to_dict() if both else None,
         "logloss": statistics.logloss_estimate(labels, prob).to_dict(),
         "calibration": float(prob.sum() / clicks) if clicks else math.nan,
     }
@@ -185,10 +209,35 @@ def figures(labels: np.ndarray, prob: np.ndarray, groups: np.ndarray) -> dict:
 
 def against_base(labels: np.ndarray, base: np.ndarray, mine: np.ndarray, groups) -> dict:
     pair = statistics.paired(labels, base, mine)
+    both = ranks_both(labels)
     return {
-        "auc": pair.auc.to_dict(),
+        "auc": pair.auc.to_dict() if both else None,
         "logloss": pair.logloss.to_dict(),
-        "gauc": statistics.paired_gauc(labels, base, mine, groups).to_dict(),
+        "gauc": statistics.paired_gauc(labels, base, mine, groups).to_dict() if both else None,
+    }
+
+
+def within_slot(day: ReplayDay, base: np.ndarray, mine: np.ndarray) -> dict:
+    """The headline: the mean over slots that rank (a click and a non-click) of the paired AUC
+    difference, its interval that of a mean of independent per-slot DeLong differences; gAUC by
+    user within slot; the per-slot Logloss difference averaged alike."""
+    aucs, losses, without = [], [], 0
+    for slot in np.unique(day.slot):
+        index = np.flatnonzero(day.slot == slot)
+        labels = day.labels[index]
+        pair = statistics.paired(labels, base[index], mine[index])
+        losses.append(pair.logloss)
+        if ranks_both(labels):
+            aucs.append(pair.auc)
+        else:
+            without += 1
+    groups = np.char.add(np.char.add(day.groups.astype(str), "|"), day.slot.astype(str))
+    return {
+        "auc": statistics.pooled(aucs).to_dict() if aucs else None,
+        "gauc": statistics.paired_gauc(day.labels, base, mine, groups).to_dict(),
+        "logloss": statistics.pooled(losses).to_dict(),
+        "slots_ranked": len(aucs),
+        "slots_without_auc": without,
     }
 
 
@@ -200,7 +249,7 @@ def replay_day(
     loaded = load_version(ws, request.version)
     day = load_day(ws, loaded, spec, request)
     on_step(f"replaying {len(day.rows):,} rows of {request.day} in {request.slots} slots")
-    adapters = build_adapters(spec, loaded, day.rows.keys.shape[1], request.adapters, request.seed)
+    adapters = build_adapters(spec, loaded, day, request.adapters, request.seed)
     predictions = replay_predictions(day, adapters, request.label_delay_seconds)
     base = predictions["base"]
     slots = []
@@ -218,6 +267,9 @@ def replay_day(
         pooled[name] = figures(day.labels, prob, day.groups)
         if name != "base":
             pooled[name]["vs_base"] = against_base(day.labels, base, prob, day.groups)
+    headline = {
+        name: within_slot(day, base, prob) for name, prob in predictions.items() if name != "base"
+    }
     return ReplayResult(
         request=request,
         group_field=group_field(spec),
@@ -227,26 +279,10 @@ def replay_day(
         pooled=pooled,
         memory_bytes={name: adapter.memory_bytes() for name, adapter in adapters.items()},
         settings=asdict(spec.adapt),
+        within_slot=headline,
+        occupancy={
+            name: adapter.occupancy()
+            for name, adapter in adapters.items()
+            if hasattr(adapter, "occupancy")
+        },
     )
-
-
-def tune_memory(
-    ws: Workspace,
-    spec: Spec,
-    request: ReplayRequest,
-    weights: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8),
-    bits: tuple[int, ...] = (8, 10, 12, 16),
-) -> tuple[Spec, list[dict]]:
-    """ReLoop2's λ and L chosen on `request.day` (an earlier day than the one reported) by
-    pooled Logloss, the other adapters at their settings; returns the tuned spec and the grid."""
-    loaded = load_version(ws, request.version)
-    day = load_day(ws, loaded, spec, request)
-    grid = []
-    for weight, width in itertools.product(weights, bits):
-        tuned = spec.override("adapt", memory_weight=weight, memory_bits=width)
-        adapters = build_adapters(tuned, loaded, day.rows.keys.shape[1], ("reloop2",), request.seed)
-        predictions = replay_predictions(day, adapters, request.label_delay_seconds)
-        loss = statistics.logloss_estimate(day.labels, predictions["reloop2"]).value
-        grid.append({"weight": weight, "bits": width, "logloss": loss})
-    best = min(grid, key=lambda g: g["logloss"])
-    return spec.override("adapt", memory_weight=best["weight"], memory_bits=best["bits"]), grid

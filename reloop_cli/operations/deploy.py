@@ -19,12 +19,21 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from reloop_cli.adapt.keys import training_key_stats
 from reloop_cli.columns import MAIN_CHAIN
+from reloop_cli.errors import BadInput
 from reloop_cli.operations.export import export_version
-from reloop_cli.serving.release import commit_release, pointer, prune_releases, stage_release
+from reloop_cli.serving.release import (
+    KEY_STATS,
+    commit_release,
+    pointer,
+    prune_releases,
+    stage_release,
+)
 from reloop_cli.spec.pipeline import spec_from_dict
 from reloop_cli.store.registry import Registry
 from reloop_cli.store.workspace import Workspace
+from reloop_cli.versions.checkpoint import load_version
 
 log = logging.getLogger("reloop")
 HOOK_OUTPUT_CHARS = 2_000  # of the command's output, kept in the registry
@@ -58,6 +67,7 @@ def publish_live(ws: Workspace, registry: Registry, chain: str = MAIN_CHAIN) -> 
     meta = registry.version_meta(live) or {}
     settings = spec_from_dict(meta["spec"], f"v{live}").serving if "spec" in meta else None
     staging, manifest = stage_release(ws, live, chain)
+    write_key_stats(ws, live, staging)
     exported = export_version(ws, live, "torchscript", staging / "model.pt")
     Path(exported.features).replace(staging / "features.json")
     target = commit_release(ws, staging, manifest)
@@ -76,6 +86,17 @@ def publish_live(ws: Workspace, registry: Registry, chain: str = MAIN_CHAIN) -> 
     )
     log.info("published v%d for serving (%s)", live, deployment.release)
     return deployment
+
+
+def write_key_stats(ws: Workspace, version: int, staging: Path) -> None:
+    """The standardised memory key's statistics over the version's training rows, beside the
+    release, so `reloop serve` can hash the keys replay measured (`adapt.memory_key`)."""
+    try:
+        stats = training_key_stats(ws, load_version(ws, version))
+    except BadInput as error:  # its training days are gone: a standardised key is refused later
+        log.warning("v%d: no key statistics in its release (%s)", version, error)
+        return
+    ws.write_json(stats.to_dict(), staging / KEY_STATS)
 
 
 def _run_hook(deployment: Deployment, template: str, timeout: float, chain: str) -> None:

@@ -46,8 +46,24 @@ def replay_plot(payload: dict, metric: str, label: str) -> str:
 
 
 def replay_section(payload: dict) -> str:
-    """The last replay: per-slot lifts over base, and the pooled table."""
+    """The last replay: the within-slot headline, per-slot lifts over base, the pooled table
+    (whose AUC includes between-slot calibration) and the memory's occupancy."""
     parts = ["<h2>Replay: each adapter against the unadapted version, slot by slot</h2>"]
+    headline = []
+    for name, entry in payload.get("within_slot", {}).items():
+        ranked = entry["slots_ranked"]
+        headline.append(
+            [
+                name,
+                format_interval(entry["auc"], signed=True) if entry["auc"] else "-",
+                format_interval(entry["gauc"], signed=True) if entry["gauc"] else "-",
+                format_interval(entry["logloss"], signed=True),
+                f"{ranked} of {ranked + entry['slots_without_auc']}",
+            ]
+        )
+    if headline:
+        parts.append("<h3>Within slot: the mean over slots of adapter - base</h3>")
+        parts.append(table(["adapter", "AUC", "gAUC", "Logloss", "slots ranked"], headline))
     for metric, label in (("auc", "AUC - base"), ("logloss", "Logloss - base")):
         parts.append(f'<img alt="plot" src="{replay_plot(payload, metric, label)}">')
     rows = []
@@ -56,13 +72,27 @@ def replay_section(payload: dict) -> str:
         rows.append(
             [
                 name,
-                fmt(entry["auc"]["value"]),
+                fmt(entry["auc"]["value"]) if entry["auc"] else "-",
                 fmt(entry["logloss"]["value"]),
                 fmt(entry["calibration"]),
-                format_interval(versus["auc"], signed=True) if versus else "-",
+                format_interval(versus["auc"], signed=True) if versus and versus["auc"] else "-",
                 format_interval(versus["logloss"], signed=True) if versus else "-",
             ]
         )
     headers = ["adapter", "AUC", "Logloss", "Σp/Σy", "AUC - base", "Logloss - base"]
+    parts.append("<h3>Pooled over the day (AUC includes between-slot calibration)</h3>")
     parts.append(table(headers, rows))
+    filled = [
+        [
+            name,
+            f"{o['buckets_used_mean']:,.0f} of {o['buckets_per_array']:,}",
+            fmt(o["rows_per_read_p50"]),
+            fmt(o["rows_per_read_p90"]),
+            fmt(o["empty_read_share"]),
+        ]
+        for name, o in payload.get("occupancy", {}).items()
+    ]
+    if filled:
+        headers = ["memory", "buckets used / array", "rows/read p50", "p90", "empty reads"]
+        parts.append(table(headers, filled))
     return "".join(parts)

@@ -27,6 +27,7 @@ import torch
 
 from reloop_cli.adapt.base import Adapter, Rows
 from reloop_cli.adapt.from_spec import bias_fields, make_adapter
+from reloop_cli.adapt.keys import KeyStats
 from reloop_cli.spec.pipeline import Spec
 from reloop_cli.spec.serving import duration_seconds
 
@@ -45,9 +46,16 @@ class Held:
 class ServedAdapter:
     """One release's adapter, its held impressions and its counts."""
 
-    def __init__(self, spec: Spec, model: torch.nn.Module, key_dim: int, seed: int) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        model: torch.nn.Module,
+        key_dim: int,
+        seed: int,
+        key_stats: KeyStats | None = None,
+    ) -> None:
         self.name = spec.serving.adapter
-        self.adapter: Adapter = make_adapter(self.name, spec, model, key_dim, seed)
+        self.adapter: Adapter = make_adapter(self.name, spec, model, key_dim, seed, key_stats)
         self.window = duration_seconds(spec.data.attribution_window)
         self.capacity = spec.serving.adapter_pending_rows
         self.fields = bias_fields(spec)

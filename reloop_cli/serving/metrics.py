@@ -115,10 +115,32 @@ class ServerMetrics:
     def rows_buffered(self, kind: str, rows: int) -> None:
         self.buffered.labels(kind).set(rows)
 
-    def watch_adapter(self, count: Callable[[str], int], size: Callable[[], int]) -> None:
-        """The live adapter's rows and bytes, read at each scrape (one worker only)."""
+    def watch_adapter(
+        self,
+        count: Callable[[str], int],
+        size: Callable[[], int],
+        occupancy: Callable[[], dict],
+    ) -> None:
+        """The live adapter's rows, bytes and (ReLoop2) memory occupancy, read at each scrape
+        (an adapter runs with one worker only)."""
         if self.summed:
             return
+        filled = Gauge(
+            "reloop_memory_occupancy",
+            "ReLoop2's memory: buckets used per array (mean), rows per queried bucket (p50, "
+            "p90), the share of reads that found an empty bucket (adapt/error_memory.py).",
+            ["figure"],
+            registry=self.registry,
+        )
+        for figure in (
+            "buckets_used_mean",
+            "rows_per_read_p50",
+            "rows_per_read_p90",
+            "empty_read_share",
+        ):
+            filled.labels(figure).set_function(
+                lambda figure=figure: float(occupancy().get(figure) or 0.0)
+            )
         rows = Gauge(
             "reloop_adapter_rows",
             "The live release's adapter: impressions written to it, held for their labels, "

@@ -30,6 +30,7 @@ from typing import Any
 import polars as pl
 import torch
 
+from reloop_cli.adapt.keys import KeyStats
 from reloop_cli.columns import MAIN_CHAIN
 from reloop_cli.data import column_types
 from reloop_cli.errors import BadInput
@@ -44,6 +45,7 @@ from reloop_cli.versions.checkpoint import META, WEIGHTS
 MANIFEST = "manifest.json"
 VOCABULARY = "vocabulary.parquet"
 COLUMNS = "columns.json"
+KEY_STATS = "key_stats.json"  # the standardised memory key's mean and scale (adapt/keys.py)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Release:
     vocab: pl.DataFrame
     forms: dict[str, column_types.ColumnType]
     published_at: str
+    key_stats: KeyStats | None = None  # for `adapt.memory_key = "standardized"`
 
 
 def release_name(version: int) -> str:
@@ -140,6 +143,9 @@ def load_release(serving_root: Path, name: str) -> Release:
         pl.read_parquet(path / VOCABULARY),
         forms,
         manifest["published_at"],
+        KeyStats(**json.loads((path / KEY_STATS).read_text(encoding="utf-8")))
+        if (path / KEY_STATS).exists()
+        else None,
     )
 
 

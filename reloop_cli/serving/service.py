@@ -22,6 +22,7 @@ import polars as pl
 import torch
 
 from reloop_cli.adapt.keys import ProbabilityAndKey
+from reloop_cli.errors import BadInput
 from reloop_cli.evaluation import policies
 from reloop_cli.serving.adapting import ServedAdapter
 from reloop_cli.serving.encoder import RequestEncoder
@@ -87,7 +88,15 @@ def load_live(serving_root: Path, name: str, spec: Spec | None = None) -> Live:
         release.spec, release.vocab, release.meta["field_sizes"], release.forms
     )
     example = encoder.encode([{}, {}])
-    wrapped = ProbabilityAndKey(release.model.requires_grad_(False).eval())
+    kind = spec.adapt.memory_key if spec is not None and spec.serving.adapter else "hidden"
+    stats = release.key_stats if kind == "standardized" else None
+    if kind == "standardized" and stats is None:
+        raise BadInput(
+            f'release {name}: no key statistics for adapt.memory_key = "standardized" '
+            "(published before they were kept); publish it again (`reloop promote N`) or "
+            'set adapt.memory_key = "preactivation"'
+        )
+    wrapped = ProbabilityAndKey(release.model.requires_grad_(False).eval(), kind, stats)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the trace fixes this release's shapes, as it should
         forward = torch.jit.trace(wrapped, (example.categorical, example.dense))
@@ -95,7 +104,7 @@ def load_live(serving_root: Path, name: str, spec: Spec | None = None) -> Live:
     adapter = None
     if spec is not None and spec.serving.adapter:
         seed = spec.serving.seed if spec.serving.seed is not None else 0
-        adapter = ServedAdapter(spec, release.model, key_dim, seed)
+        adapter = ServedAdapter(spec, release.model, key_dim, seed, stats)
     return Live(release, encoder, forward, adapter)
 
 
@@ -155,7 +164,7 @@ class Service:
         self.flusher = Flusher([self.impressions, self.clicks], settings.flush_seconds)
         self.live: Live | None = None
         self.cold = RequestEncoder.without_vocabulary(config.spec)  # logs before any version
-        self.metrics.watch_adapter(self._adapter_count, self._adapter_bytes)
+        self.metrics.watch_adapter(self._adapter_count, self._adapter_bytes, self._occupancy)
         self._stop = threading.Event()
         self._watcher = threading.Thread(
             target=self._watch, name="reloop-release-watcher", daemon=True
@@ -215,6 +224,11 @@ class Service:
     def _adapter_bytes(self) -> int:
         adapter = self.live.adapter if self.live else None
         return adapter.memory_bytes() if adapter is not None else 0
+
+    def _occupancy(self) -> dict:
+        adapter = self.live.adapter if self.live else None
+        inner = adapter.adapter if adapter is not None else None
+        return inner.occupancy() if hasattr(inner, "occupancy") else {}
 
     def _write_boot(self) -> None:
         folder = self.config.log_dir / BOOTS

@@ -12,7 +12,15 @@ ADAPTERS = ("base", "intercept", "field_bias", "reloop2", "incremental", "reloop
 # What `reloop serve` can run (`serving.adapter`): fine-tuning would train in the request path.
 SERVED_ADAPTERS = ("intercept", "field_bias", "reloop2")
 SIMILARITIES = ("uniform", "cosine")  # how ReLoop2 weighs a query's buckets
-COMPENSATIONS = ("blend", "residual")  # how it corrects the base prediction
+# What ReLoop2 hashes: the last hidden layer as the output layer reads it (after its
+# activation), its pre-activation, or that pre-activation centred and scaled on the version's
+# training rows (adapt/keys.py).
+MEMORY_KEYS = ("hidden", "preactivation", "standardized")
+# A setting that was replaced, and how its old values read in the new one: specs stored in
+# workspaces, versions and releases before the change keep loading, and mean what they meant.
+REPLACED = {
+    "memory_compensation": ("memory_gamma", {"blend": 1.0, "residual": 0.0}),
+}
 # ReLoop2's memory holds 2^memory_bits x memory_arrays buckets, each a count and two sums
 # (12 bytes; with cosine similarity also a key's sum). At most this many buckets (768 MiB of
 # counts and sums), refused when the spec is read, before anything is allocated.
@@ -33,7 +41,8 @@ class AdaptSpec:
     memory_weight: float = 0.5  # ReLoop2's λ
     memory_temperature: float = 0.1  # ReLoop2's τ
     memory_similarity: str = "uniform"  # uniform | cosine
-    memory_compensation: str = "blend"  # blend | residual
+    memory_gamma: float = 1.0  # ReLoop2's γ: 1 the paper's compensation, 0 the residual form
+    memory_key: str = "hidden"  # hidden | preactivation | standardized
     memory_min_count: int = 1
     incremental_learning_rate: float = 5e-4  # one pass per labelled slot
     incremental_batch_size: int = 512
@@ -61,10 +70,11 @@ class AdaptSpec:
             "adapt.memory_similarity",
             "uniform or cosine",
         )
+        check(0 <= self.memory_gamma <= 1, "adapt.memory_gamma", "must be in [0, 1]")
         check(
-            self.memory_compensation in COMPENSATIONS,
-            "adapt.memory_compensation",
-            "blend or residual",
+            self.memory_key in MEMORY_KEYS,
+            "adapt.memory_key",
+            f"'{self.memory_key}' is not one of {', '.join(MEMORY_KEYS)}",
         )
         check(self.memory_min_count >= 1, "adapt.memory_min_count", "must be >= 1")
         check(self.incremental_learning_rate > 0, "adapt.incremental_learning_rate", "> 0")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reloop_cli.errors import BadInput
-from reloop_cli.spec.adapt import AdaptSpec
+from reloop_cli.spec.adapt import REPLACED, AdaptSpec
 from reloop_cli.spec.data import DataSpec
 from reloop_cli.spec.sections import GateSpec, ModelSpec, TrainSpec, VocabularySpec
 from reloop_cli.spec.serving import ServingSpec
@@ -94,12 +94,26 @@ _SECTIONS = {
 def _build_section(cls: type, raw: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     values = {}
+    raw = _replaced(raw, known, where)
     for key, value in raw.items():
         if key not in known:
             raise BadInput(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
         values[key] = tuple(value) if isinstance(value, list) else value
     check_types(cls, values, where)
     return cls(**values)
+
+
+def _replaced(raw: dict[str, Any], known: dict, where: str) -> dict[str, Any]:
+    """`raw` with replaced settings read as their successors (`memory_compensation = "blend"`
+    is `memory_gamma = 1.0`); the new setting wins where both are given."""
+    raw = dict(raw)
+    for old, (new, values) in REPLACED.items():
+        if old in raw and old not in known:
+            value = raw.pop(old)
+            if value not in values:
+                raise BadInput(f"{where} {old} = {value!r}: must be one of {', '.join(values)}")
+            raw.setdefault(new, values[value])
+    return raw
 
 
 def spec_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Spec:

@@ -31,9 +31,10 @@ DEFAULT_WORKSPACE = "reloop-workspace"
 
 
 def json_ready(value: Any) -> Any:
-    """`value` with every NaN turned into null, recursively: JSON has no NaN, and a reader
-    (a browser, jq, another language) refuses the bare `NaN` Python would write."""
-    if isinstance(value, float) and math.isnan(value):
+    """`value` with every NaN and infinity turned into null, recursively: JSON has neither, and
+    a reader (a browser, jq, another language) refuses the bare `NaN` or `Infinity` Python would
+    write."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: json_ready(v) for k, v in value.items()}

@@ -99,3 +99,122 @@ def test_same_seed_same_projections_and_bad_settings_name_the_field():
         ErrorMemory(MemorySettings(similarity="dot"), KEY_DIM)
     with pytest.raises(BadInput, match="cosine"):
         ErrorMemory(MemorySettings(similarity="cosine", arrays=180, bits=16), 64)
+
+
+def one_neighbour(weight: float, gamma: float, similarity: str = "cosine") -> tuple:
+    """A memory holding 3 rows in one bucket per array, and a query of similarity s to them."""
+    settings = MemorySettings(
+        arrays=4, bits=1, weight=weight, gamma=gamma, similarity=similarity, temperature=0.5
+    )
+    memory = ErrorMemory(settings, 2)
+    memory.planes[:] = np.array([[1.0] * 4, [0.0] * 4], np.float32)  # bucket = sign of x
+    keys = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]], np.float32)
+    labels, written = np.array([1.0, 1.0, 0.0]), np.array([0.2, 0.3, 0.4])
+    memory.observe(
+        Rows(
+            pctr=written,
+            keys=keys,
+            categorical=torch.zeros((3, 1), dtype=torch.long),
+            dense=torch.zeros((3, 0)),
+            labels=labels,
+        )
+    )
+    query = Rows(
+        pctr=np.array([0.25]),
+        keys=np.array([[1.0, 1.0]], np.float32),  # similarity cos 45° to the stored keys
+        categorical=torch.zeros((1, 1), dtype=torch.long),
+        dense=torch.zeros((1, 0)),
+    )
+    return memory, query, labels.mean(), written.mean()
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.0, 0.4])
+def test_one_filled_neighbour_gives_the_papers_formula(gamma):
+    """With one filled bucket (the same one in every array) the estimate is its mean label ȳ
+    whatever its similarity, and the answer is ŷ + λ(ȳ - γŷ - (1 - γ)ȳ_base): at γ = 1 the
+    paper's (1 - λ)ŷ + λȳ, at γ = 0 the neighbours' own error ŷ + λ(ȳ - ȳ_base)."""
+    weight = 0.6
+    memory, query, y_bar, base_bar = one_neighbour(weight, gamma)
+    estimate, base_estimate, found = memory.estimate(query.keys)
+    assert (
+        found[0]
+        and estimate[0] == pytest.approx(y_bar)
+        and base_estimate[0] == pytest.approx(base_bar)
+    )
+    y_hat = query.pctr[0]
+    expected = y_hat + weight * (y_bar - gamma * y_hat - (1 - gamma) * base_bar)
+    assert memory.predict(query)[0] == pytest.approx(expected, rel=1e-6)
+    if gamma == 1.0:
+        assert memory.predict(query)[0] == pytest.approx((1 - weight) * y_hat + weight * y_bar)
+    if gamma == 0.0:
+        assert memory.predict(query)[0] == pytest.approx(y_hat + weight * (y_bar - base_bar))
+
+
+def test_counts_and_similarity_set_the_weights_as_a_softmax_over_stored_rows():
+    """Two buckets: n1 rows of mean m1 at similarity s1, n2 of mean m2 at s2. Each stored row
+    weighs exp(s/τ), so the buckets weigh n·exp(s/τ); with uniform similarity, the counts."""
+    memory = ErrorMemory(MemorySettings(arrays=2, bits=1, temperature=0.5, similarity="cosine"), 2)
+    # array 0 splits on x, array 1 on y: a query (1, 1) reads bucket "x > 0" and bucket "y > 0"
+    memory.planes[:] = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    stored = np.array([[1.0, -0.5], [1.0, -0.5], [1.0, -0.5], [-0.2, 1.0]], np.float32)
+    labels = np.array([1.0, 1.0, 1.0, 0.0])
+    memory.observe(
+        Rows(
+            pctr=np.full(4, 0.1),
+            keys=stored,
+            categorical=torch.zeros((4, 1), dtype=torch.long),
+            dense=torch.zeros((4, 0)),
+            labels=labels,
+        )
+    )
+    query = np.array([[1.0, 1.0]], np.float32)
+    # the query's bucket in array 0 (x > 0) holds rows 0-2 (mean label 1), its bucket in
+    # array 1 (y > 0) holds row 3 alone (mean label 0)
+    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    s1, s2 = cos(query[0], stored[0]), cos(query[0], stored[3])
+    w1, w2 = 3 * np.exp(s1 / 0.5), 1 * np.exp(s2 / 0.5)
+    estimate, _, _ = memory.estimate(query)
+    assert estimate[0] == pytest.approx(w1 / (w1 + w2) * 1.0 + w2 / (w1 + w2) * 0.0, rel=1e-6)
+    uniform = ErrorMemory(MemorySettings(arrays=2, bits=1, similarity="uniform"), 2)
+    uniform.planes[:] = memory.planes
+    uniform.observe(
+        Rows(
+            pctr=np.full(4, 0.1),
+            keys=stored,
+            categorical=torch.zeros((4, 1), dtype=torch.long),
+            dense=torch.zeros((4, 0)),
+            labels=labels,
+        )
+    )
+    assert uniform.estimate(query)[0][0] == pytest.approx(3 / 4)  # the counts, 3 : 1
+
+
+def test_a_key_that_spreads_fills_the_memory_and_the_occupancy_figures_count_it():
+    """Distinct rows with distinct keys spread over the buckets; the occupancy figures equal a
+    count made here independently from the bucket indices."""
+    rng = np.random.default_rng(8)
+    rows = make_rows(4_000, seed=8)
+    rows.keys = rng.standard_normal((4_000, KEY_DIM)).astype(np.float32)  # centred, spread
+    memory = ErrorMemory(MemorySettings(arrays=8, bits=8), KEY_DIM)
+    memory.observe(rows)
+    cells = memory.buckets(rows.keys)
+    used = [np.unique(cells[:, k]).size for k in range(8)]
+    queries = make_rows(1_000, seed=9, labels=False)
+    queries.keys = rng.standard_normal((1_000, KEY_DIM)).astype(np.float32)
+    memory.predict(queries)
+    filled = memory.occupancy()
+    assert filled["buckets_used_mean"] == pytest.approx(np.mean(used))
+    assert filled["buckets_used_min"] == min(used) and filled["buckets_used_max"] == max(used)
+    assert filled["buckets_used_mean"] > 0.6 * 256  # a key that spreads uses most buckets
+    counts = np.bincount(cells.reshape(-1), minlength=8 * 256)
+    reads = counts[memory.buckets(queries.keys)].reshape(-1)
+    assert filled["rows_per_read_p50"] == pytest.approx(np.quantile(reads, 0.5))
+    assert filled["rows_per_read_p90"] == pytest.approx(np.quantile(reads, 0.9))
+    assert filled["empty_read_share"] == pytest.approx((reads == 0).mean())
+    assert filled["queries"] == 1_000 and filled["rows_written"] == 4_000
+    # a key that collapses (one sign pattern, as ReLU zeros and a shared offset make) does not
+    collapsed = ErrorMemory(MemorySettings(arrays=8, bits=8), KEY_DIM)
+    crowd = make_rows(4_000, seed=8)
+    crowd.keys = np.abs(crowd.keys) * 0.01 + 5.0  # every key nearly the same direction
+    collapsed.observe(crowd)
+    assert collapsed.occupancy()["buckets_used_mean"] < 0.05 * 256

@@ -65,7 +65,7 @@ def predictions(ws, spec, version, labels=None, slots=6, delay=3_600.0):
     day = load_day(ws, loaded, spec, request)
     if labels is not None:
         day.labels = labels(day)
-    adapters = build_adapters(spec, loaded, day.rows.keys.shape[1], ADAPTERS, seed=0)
+    adapters = build_adapters(spec, loaded, day, ADAPTERS, seed=0)
     return day, replay_predictions(day, adapters, delay)
 
 
@@ -161,3 +161,72 @@ def test_a_label_arrives_after_its_delay_and_never_before_its_own_slot():
     assert labels_arrived(shown, 3_600.0, 10.0) == 2  # shown by 00:59:50
     assert labels_arrived(shown, 3_600.0, 0.0) == 2  # no delay: still only those shown before
     assert labels_arrived(shown, 7_200.0, 0.0) == 4
+
+
+def test_the_within_slot_headline_gives_a_per_slot_shift_exactly_nothing(served):
+    """Intercept recalibration moves every prediction of a slot by one constant on the logit:
+    the within-slot AUC difference is exactly 0, while the pooled one (which rewards tracking
+    the base rate from hour to hour) is not."""
+    ws, spec, version = served
+    request = ReplayRequest(version, DAY, slots=6, adapters=("intercept",))
+    result = replay_day(ws, spec, request)
+    headline = result.within_slot["intercept"]
+    assert headline["auc"]["value"] == 0.0 and headline["auc"]["se"] == 0.0
+    assert headline["gauc"]["value"] == pytest.approx(0.0, abs=1e-12)
+    assert headline["slots_ranked"] == 6 and headline["slots_without_auc"] == 0
+    pooled = result.pooled["intercept"]["vs_base"]["auc"]["value"]
+    assert abs(pooled) > 1e-4  # the drift within the day let the pooled AUC move
+
+
+def test_a_day_with_few_clicks_reports_slots_without_an_auc_and_writes_standard_json(served):
+    """Reproduction: a real day with 43 clicks in 8,006 rows (most hourly slots without a click)
+    was `internal error: ValueError: Out of range float values are not JSON compliant: inf`."""
+    ws, spec, version = served
+    runner_args = ["replay", "-v", str(version), "--day", DAY, "-w", str(ws.root)]
+    loaded = load_version(ws, version)
+    day = load_day(ws, loaded, spec, ReplayRequest(version, DAY, slots=24))
+    keep = np.zeros(day.labels.size, bool)
+    keep[np.flatnonzero(day.labels)[:12]] = True  # 12 clicks left in the day
+    sparse = pl.read_parquet(ws.log_dir(DAY) / "*.parquet").sort("ts", "impression_id")
+    sparse = sparse.with_columns(pl.Series("label", (day.labels * keep).astype(np.int8)))
+    for part in ws.log_dir(DAY).glob("*.parquet"):
+        part.unlink()
+    sparse.write_parquet(ws.log_dir(DAY) / "part-0.parquet")
+    result = runner.invoke(app, [*runner_args, "--adapters", "intercept,reloop2", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)  # standard JSON: no NaN, no Infinity
+    headline = payload["within_slot"]["reloop2"]
+    assert headline["slots_without_auc"] >= 12 and headline["slots_ranked"] >= 1
+    assert headline["slots_ranked"] + headline["slots_without_auc"] == 24
+    empty = [s for s in payload["slots"] if s["rows"] and s["base"]["auc"] is None]
+    assert empty and all(s["reloop2"]["vs_base"]["auc"] is None for s in empty)
+    table = runner.invoke(app, [*runner_args, "--adapters", "intercept,reloop2"])
+    assert table.exit_code == 0 and "slots ranked" in table.output
+
+
+@pytest.mark.slow
+def test_every_adapter_is_tuned_alike_on_the_tune_day_alone(served):
+    """Each adapter tries the same number of settings on the tune day and keeps the lowest
+    Logloss; the choice is reproduced bit for bit, and the reported day never influences it
+    (its labels flipped, the tuning is the same)."""
+    from reloop_cli.experiments.tuning import GRIDS, tune_adapters
+
+    ws, spec, version = served
+    names = ("intercept", "field_bias", "reloop2", "incremental")
+    request = ReplayRequest(version, "2024-01-02", slots=6, adapters=names)
+    first = tune_adapters(ws, spec, request, budget=3)
+    assert {name: len(trials) for name, trials in first.trials.items()} == dict.fromkeys(names, 3)
+    for name, trials in first.trials.items():
+        best = min(trials, key=lambda t: t["logloss"])
+        assert first.chosen[name] == {key: best[key] for key in GRIDS[name]}
+        for key, value in first.chosen[name].items():
+            assert getattr(first.spec.adapt, key) == value
+    reported = ws.log_dir(DAY)
+    frame = pl.read_parquet(reported / "*.parquet")
+    for part in reported.glob("*.parquet"):
+        part.unlink()
+    frame.with_columns(1 - pl.col("label")).write_parquet(reported / "flipped.parquet")
+    again = tune_adapters(ws, spec, request, budget=3)
+    assert json.dumps(again.to_dict(), sort_keys=True) == json.dumps(
+        first.to_dict(), sort_keys=True
+    )
