@@ -31,7 +31,16 @@ PANEL = "The loop, compared"
 def replay(
     version: Annotated[int, typer.Option("--version", "-v", help="The version serving the day.")],
     day: DayOpt,
-    slots: Annotated[int, typer.Option(help="Equal spans the day is cut into.")] = 24,
+    slots: Annotated[
+        int, typer.Option(help="Equal spans the day is cut into (with --through: equal rows).")
+    ] = 24,
+    through: Annotated[
+        str | None,
+        typer.Option(
+            help="The paper's protocol: --day..this day as one test set, in --slots slices of "
+            "equal rows, each predicted before its labels arrive."
+        ),
+    ] = None,
     label_delay: Annotated[
         str, typer.Option(help="How long a click takes to arrive ('1h', '30m', '0s').")
     ] = "1h",
@@ -62,6 +71,8 @@ def replay(
     adapter on an earlier day with the same budget and prints what each chose.
 
     Example: reloop replay --version 6 --day 2024-01-08 --tune-day 2024-01-07
+
+    Paper's protocol: reloop replay -v 3 --day 2024-01-04 --through 2024-01-05 --slots 10
     """
     from reloop_cli.errors import BadInput
     from reloop_cli.experiments.replay import ReplayRequest, replay_day
@@ -76,7 +87,7 @@ def replay(
         delay = duration_option("--label-delay", label_delay)
         names = tuple(a.strip() for a in adapters.split(",")) if adapters else ADAPTERS
         spec = spec_for(ws, spec_path)
-        request = ReplayRequest(version, day, slots, delay, names, seed)
+        request = ReplayRequest(version, day, slots, delay, names, seed, through)
         tuning = None
         if tune_day is not None:
             if tune_day >= day:
@@ -102,8 +113,9 @@ def render_replay(result, payload: dict) -> None:
     from reloop_cli.evaluation.statistics import format_interval
 
     request = result.request
+    span = f"{request.day}..{request.through}" if request.through else request.day
     table = Table(
-        title=f"v{request.version} on {request.day}: {result.rows:,} rows, {result.clicks:,} "
+        title=f"v{request.version} on {span}: {result.rows:,} rows, {result.clicks:,} "
         f"clicks, {request.slots} slots, labels after {request.label_delay_seconds:.0f} s; "
         "each adapter minus base, within slot"
     )

@@ -1,7 +1,9 @@
 """`reloop replay`: a day of logs run in time order as serving saw it, each adapter correcting
 the version between two retrains, judged slot by slot against the unadapted version.
 
-The day is cut into `slots` equal spans of its 24 hours (in the spec's time zone). Before slot s
+The day is cut into `slots` equal spans of its 24 hours (in the spec's time zone); or, as the
+ReLoop2 paper evaluates, a span of days held out as a test set is cut into `slots` chronological
+slices of equal rows (`through`). Before slot s
 is predicted, every adapter is handed the labelled rows whose label has arrived by the slot's
 start: rows shown at least `label_delay` seconds before it (clicks arrive late). So a slot's
 predictions never depend on its own labels or on any later slot's (the test alters them and
@@ -57,10 +59,20 @@ class ReplayRequest:
     label_delay_seconds: float = 3_600.0
     adapters: tuple[str, ...] = ADAPTERS
     seed: int = 0
+    # The paper's protocol: the days `day`..`through` as one held-out test set, cut into
+    # `slots` chronological slices of equal rows (MicroVideo's test set in 10), each predicted
+    # before its labels reach the adapters (prequential). None: one day, in equal hours.
+    through: str | None = None
+
+    @property
+    def equal_rows(self) -> bool:
+        return self.through is not None
 
     def validate(self) -> ReplayRequest:
         if not 1 <= self.slots <= 1_440:
             raise BadInput(f"slots: {self.slots} is not in 1..1440")
+        if self.through is not None and self.through < self.day:
+            raise BadInput(f"through: {self.through} is before the first day {self.day}")
         if self.label_delay_seconds < 0:
             raise BadInput("label_delay: must be >= 0")
         unknown = [a for a in self.adapters if a not in ADAPTERS]
@@ -104,8 +116,10 @@ def load_day(ws: Workspace, loaded: LoadedVersion, spec: Spec, request: ReplayRe
     vocabulary the version trained with."""
     if request.day not in ws.days():
         raise BadInput(f"day: {request.day} has no ingested logs in {ws.root}")
+    last = request.through or request.day
+    days = [d for d in ws.days() if request.day <= d <= last]
     grouped_by = group_field(spec)
-    raw = ws.scan_logs([request.day]).sort(TS, IMPRESSION_ID).collect()
+    raw = ws.scan_logs(days).sort(TS, IMPRESSION_ID).collect()
     if raw.is_empty():
         raise BadInput(f"day: {request.day} has no rows")
     kind = spec.adapt.memory_key
@@ -114,7 +128,12 @@ def load_day(ws: Workspace, loaded: LoadedVersion, spec: Spec, request: ReplayRe
     zone = ZoneInfo(spec.data.timezone)
     midnight = datetime.fromisoformat(request.day).replace(tzinfo=zone).timestamp()
     ts = raw[TS].cast(pl.Float64).to_numpy()  # the workspace keeps epoch seconds (Int64)
-    slot = slot_index(ts, midnight, request.slots)
+    if request.equal_rows:  # slices of equal rows; each starts at its first row's time
+        slot = np.arange(ts.size) * request.slots // ts.size
+        slot_starts = np.array([ts[np.argmax(slot == k)] for k in range(request.slots)])
+    else:
+        slot = slot_index(ts, midnight, request.slots)
+        slot_starts = midnight + DAY_SECONDS / request.slots * np.arange(request.slots)
     values = {
         name: raw[name].cast(pl.String).fill_null("").to_numpy()
         for name in {*bias_fields(spec), grouped_by}
@@ -132,7 +151,7 @@ def load_day(ws: Workspace, loaded: LoadedVersion, spec: Spec, request: ReplayRe
         ts=ts,
         slot=slot,
         groups=values[grouped_by],
-        slot_starts=midnight + DAY_SECONDS / request.slots * np.arange(request.slots),
+        slot_starts=slot_starts,
         key_stats=stats,
     )
 

@@ -230,3 +230,27 @@ def test_every_adapter_is_tuned_alike_on_the_tune_day_alone(served):
     assert json.dumps(again.to_dict(), sort_keys=True) == json.dumps(
         first.to_dict(), sort_keys=True
     )
+
+
+@pytest.mark.slow
+def test_the_papers_protocol_never_lets_a_slice_read_its_own_or_later_labels(served):
+    """Days 2-3 held out as one test set in 10 slices of equal rows, labels handed over as
+    soon as a slice is predicted: a label flipped in slice k changes no prediction before k."""
+    ws, spec, version = served
+    request = ReplayRequest(version, "2024-01-02", slots=10, label_delay_seconds=0.0, through=DAY)
+    loaded = load_version(ws, version)
+    day = load_day(ws, loaded, spec, request)
+    sizes = np.bincount(day.slot, minlength=10)
+    assert sizes.max() - sizes.min() <= 1 and day.labels.size == sizes.sum() == 6_000
+    assert np.all(np.diff(day.ts) >= 0) and np.all(np.diff(day.slot) >= 0)  # chronological
+    honest = replay_predictions(day, build_adapters(spec, loaded, day, ADAPTERS, 0), 0.0)
+    cut = 6
+    flipped = day.labels.copy()
+    flipped[day.slot >= cut] = 1 - flipped[day.slot >= cut]
+    day.labels = flipped
+    altered = replay_predictions(day, build_adapters(spec, loaded, day, ADAPTERS, 0), 0.0)
+    before = day.slot < cut
+    for name in ADAPTERS:
+        assert np.array_equal(honest[name][before], altered[name][before]), name
+    for name in ADAPTERS[1:]:  # and the flipped labels do reach the adapters afterwards
+        assert not np.array_equal(honest[name][~before], altered[name][~before]), name

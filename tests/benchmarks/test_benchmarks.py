@@ -210,3 +210,18 @@ def test_mind_impressions_become_one_labelled_row_per_shown_item(tmp_path, capsy
     assert first["ts"][0] == 1_573_430_700  # 2019-11-11 00:05:00 UTC
     assert pl.read_parquet(paths[1])["click"].to_list() == [0, 1]
     assert "6 rows (3 clicks) from 3 impressions" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_adapter_verdict_runs_every_adapter_and_key_tuned_alike(capsys):
+    from benchmarks.adapt_verdict import main as verdict
+
+    payload = verdict(["--quick"])
+    (level,) = payload["levels"].values()
+    summary, (run,) = level["summary"], level["runs"]
+    keys = {"reloop2[hidden]", "reloop2[preactivation]", "reloop2[standardized]"}
+    assert keys | {"intercept", "field_bias", "incremental", "reloop2+incremental"} == set(summary)
+    assert run["figures"]["intercept"]["auc"]["value"] == 0.0  # a shift per slot ranks nothing
+    assert all(run["chosen"][name] for name in summary)  # every adapter chose its settings
+    assert all("buckets_used_mean" in summary[name]["occupancy"] for name in keys)
+    assert "| reloop2[standardized] |" in capsys.readouterr().out
