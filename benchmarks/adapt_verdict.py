@@ -90,16 +90,29 @@ def one_world(root: Path, world: int, drift: tuple[float, float], rows: int, see
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Per adapter: each figure's mean over the repeats with a t interval, and the repeats
+    """Per adapter: each figure's mean over the worlds of the mean over their projection seeds,
+    with a t interval across the worlds (the worlds' spread, with the seeds' noise in each
+    world's mean: repeats within one world are not independent draws of a world); and the runs
     alone above / below zero (their own interval)."""
     out = {}
+    worlds = sorted({r["world"] for r in runs})
     for name in runs[0]["figures"]:
         entry = {}
         for figure in (*FIGURES, "pooled_auc"):
             values = [r["figures"][name][figure] for r in runs if r["figures"][name][figure]]
-            entry[figure] = statistics.across_repeats([v["value"] for v in values]).to_dict()
+            per_world = []
+            for world in worlds:
+                own = [
+                    r["figures"][name][figure]["value"]
+                    for r in runs
+                    if r["world"] == world and r["figures"][name][figure]
+                ]
+                if own:
+                    per_world.append(sum(own) / len(own))
+            entry[figure] = statistics.across_repeats(per_world).to_dict()
             entry[f"{figure}_up"] = sum(v["low"] > 0 for v in values)
             entry[f"{figure}_down"] = sum(v["high"] < 0 for v in values)
+            entry[f"{figure}_runs"] = len(values)
         if name.startswith("reloop2["):
             filled = [r["occupancy"][name] for r in runs]
             entry["occupancy"] = {
@@ -120,7 +133,7 @@ def markdown(level: str, summary: dict, runs: list[dict]) -> str:
     lines = [
         f"{level}: base AUC per world {bases}",
         "| adapter | AUC - base, within slot | gAUC - base (user in slot) | Logloss - base "
-        "(per slot) | pooled AUC - base | repeats within-slot AUC up / down | memory |",
+        "(per slot) | pooled AUC - base | runs within-slot AUC up / down | memory |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, entry in summary.items():
@@ -133,7 +146,8 @@ def markdown(level: str, summary: dict, runs: list[dict]) -> str:
             )
         lines.append(
             f"| {name} | {cell(entry, 'auc')} | {cell(entry, 'gauc')} | {cell(entry, 'logloss')} "
-            f"| {cell(entry, 'pooled_auc')} | {entry['auc_up']} / {entry['auc_down']} | {memory} |"
+            f"| {cell(entry, 'pooled_auc')} | {entry['auc_up']} / {entry['auc_down']} of "
+            f"{entry['auc_runs']} | {memory} |"
         )
     return "\n".join(lines)
 
@@ -142,7 +156,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one world, one seed, small days")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--tables", type=Path, help="print the tables of a saved run, no more")
     args = parser.parse_args(argv)
+    if args.tables:
+        saved = json.loads(args.tables.read_text(encoding="utf-8"))
+        for level, entry in saved["levels"].items():
+            print(markdown(level, summarise(entry["runs"]), entry["runs"]) + "\n")
+        return saved
     worlds, seeds = ((1,), (0,)) if args.quick else ((1, 2, 3), (0, 1, 2))
     rows, budget = (3_000, 2) if args.quick else (30_000, 8)
     drifts = dict(list(DRIFTS.items())[-1:]) if args.quick else DRIFTS
