@@ -19,7 +19,7 @@ import numpy as np
 
 from reloop_cli.adapt.base import Adapter, Rows
 from reloop_cli.adapt.from_spec import bias_fields, make_adapter
-from reloop_cli.adapt.keys import score_with_keys
+from reloop_cli.adapt.keys import score_with_keys, training_key_stats
 from reloop_cli.errors import BadInput
 from reloop_cli.evaluation import policies
 from reloop_cli.experiments.replay import DAY_SECONDS, labels_arrived, slot_index
@@ -95,10 +95,12 @@ def serve_adapted(
     loaded = load_version(ws, version)
     n, k = requests.items.shape
     frame = candidate_rows(world, requests)
-    pctr, keys, table = score_with_keys(ws, loaded, frame.lazy())
+    kind = spec.adapt.memory_key  # the memory hashes the key replay and serving hash
+    stats = training_key_stats(ws, loaded) if kind == "standardized" else None
+    pctr, keys, table = score_with_keys(ws, loaded, frame.lazy(), kind, stats)
     values = {name: frame[name].cast(str).to_numpy() for name in bias_fields(spec)}
     scored = ScoredCandidates(pctr, keys, table, values, k)
-    adapter = make_adapter(adapter_name, spec, loaded.model, keys.shape[1], seed)
+    adapter = make_adapter(adapter_name, spec, loaded.model, keys.shape[1], seed, stats)
     adapter.reset()
     corrected = np.zeros((n, k))
     shown = np.zeros((n, policy.slots), np.int64)

@@ -22,7 +22,6 @@ import polars as pl
 import torch
 
 from reloop_cli.adapt.keys import ProbabilityAndKey
-from reloop_cli.errors import BadInput
 from reloop_cli.evaluation import policies
 from reloop_cli.serving.adapting import ServedAdapter
 from reloop_cli.serving.encoder import RequestEncoder
@@ -91,11 +90,14 @@ def load_live(serving_root: Path, name: str, spec: Spec | None = None) -> Live:
     kind = spec.adapt.memory_key if spec is not None and spec.serving.adapter else "hidden"
     stats = release.key_stats if kind == "standardized" else None
     if kind == "standardized" and stats is None:
-        raise BadInput(
-            f'release {name}: no key statistics for adapt.memory_key = "standardized" '
-            "(published before they were kept); publish it again (`reloop promote N`) or "
-            'set adapt.memory_key = "preactivation"'
+        # Published before releases kept them: serve on, with the unscaled key, and say so.
+        log.warning(
+            'release %s has no key statistics for adapt.memory_key = "standardized": its '
+            'memory hashes the "preactivation" key; `reloop promote N` publishes it again '
+            "with them",
+            name,
         )
+        kind = "preactivation"
     wrapped = ProbabilityAndKey(release.model.requires_grad_(False).eval(), kind, stats)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the trace fixes this release's shapes, as it should

@@ -42,7 +42,7 @@ class AdaptSpec:
     memory_temperature: float = 0.1  # ReLoop2's τ
     memory_similarity: str = "uniform"  # uniform | cosine
     memory_gamma: float = 1.0  # ReLoop2's γ: 1 the paper's compensation, 0 the residual form
-    memory_key: str = "hidden"  # hidden | preactivation | standardized
+    memory_key: str = "standardized"  # hidden | preactivation | standardized (spreads)
     memory_min_count: int = 1
     incremental_learning_rate: float = 5e-4  # one pass per labelled slot
     incremental_batch_size: int = 512
