@@ -1,7 +1,9 @@
 """`python -m benchmarks.adapt_memory [--quick]`: what ReLoop2's error memory costs, side by side
-in one run: its bytes, the latency it adds per scored row and its write throughput at K 70 and
-180 arrays of 2^16 buckets (L 16, the paper's), and `/score` p99 at 100 candidates with the
-memory on against the same server with it off.
+in one run: its bytes, the latency it adds per scored row and its write throughput, and
+`/score` p99 at 100 candidates with the memory on against the same server with it off, at two
+settings: the K and L that `reloop replay --tune-day` chooses on the benchmark's own workspace
+(v1 tuned on day 2, the budget replay uses), and the largest its grid offers (K 128, L 16),
+a bound on any tuned memory.
 
 - Per row: `ErrorMemory.predict` on requests of 100 rows (hash, read, attend, blend) timed
   against the base, which returns its input, over keys of the sample model's last hidden
@@ -37,9 +39,8 @@ from reloop_cli.adapt.error_memory import ErrorMemory, MemorySettings
 from reloop_cli.experiments.live_server import ServerProcess
 from reloop_cli.serving.app import limit_threads
 
-KEY_DIM = 32  # the sample DeepFM's last hidden layer
-ARRAYS = (70, 180)
-BITS = 16
+KEY_DIM = 32  # the sample DeepFM's last hidden layer (its pre-activation, standardised)
+LARGEST = (128, 16)  # the tuning grid's largest K and L
 SPACING_SECONDS = 9.0  # 200 requests per 30-minute attribution window
 
 
@@ -54,9 +55,27 @@ def rows(n: int, seed: int, labelled: bool) -> Rows:
     )
 
 
-def per_row(arrays: int, quick: bool) -> dict:
+def tuned_memory(ws, spec, quick: bool) -> dict:
+    """ReLoop2's settings as `reloop replay --tune-day` chooses them: v1 on the second day."""
+    from reloop_cli.experiments.replay import ReplayRequest
+    from reloop_cli.experiments.tuning import DEFAULT_BUDGET, tune_adapters
+
+    request = ReplayRequest(version=1, day=ws.days()[1], adapters=("reloop2",)).validate()
+    tuned = tune_adapters(ws, spec, request, 2 if quick else DEFAULT_BUDGET)
+    return tuned.chosen["reloop2"]
+
+
+def settings_env(arrays: int, bits: int) -> dict[str, str]:
+    return {
+        "RELOOP_SERVING_ADAPTER": "reloop2",
+        "RELOOP_ADAPT_MEMORY_ARRAYS": str(arrays),
+        "RELOOP_ADAPT_MEMORY_BITS": str(bits),
+    }
+
+
+def per_row(arrays: int, bits: int, quick: bool) -> dict:
     """Bytes, µs added per scored row (100-row requests), labelled rows written per second."""
-    memory = ErrorMemory(MemorySettings(arrays=arrays, bits=BITS), KEY_DIM)
+    memory = ErrorMemory(MemorySettings(arrays=arrays, bits=bits), KEY_DIM)
     writes = [rows(5_000, seed, True) for seed in range(2 if quick else 20)]
     started = time.perf_counter()
     for batch in writes:
@@ -72,7 +91,7 @@ def per_row(arrays: int, quick: bool) -> dict:
         timed.append(time.perf_counter() - started)
     return {
         "arrays": arrays,
-        "bits": BITS,
+        "bits": bits,
         "memory_bytes": memory.memory_bytes(),
         "added_us_per_row": float(np.median(timed)) / 100 * 1e6,
         "added_ms_per_100_rows_p99": float(np.percentile(timed, 99)) * 1e3,
@@ -80,8 +99,8 @@ def per_row(arrays: int, quick: bool) -> dict:
     }
 
 
-def score_p99(ws, args) -> dict:
-    """/score at 100 candidates, the adapter off and on (K 70 and 180, L 16): the three servers
+def score_p99(ws, args, settings: dict[str, tuple[int, int]]) -> dict:
+    """/score at 100 candidates, the adapter off and on (each (K, L) of `settings`): the servers
     run side by side and are measured in turn, round after round (the median round is
     reported), so a slow spell of the machine falls on every arm alike."""
     import contextlib
@@ -91,12 +110,8 @@ def score_p99(ws, args) -> dict:
     start = 1_704_240_000.0
     base_env = {"RELOOP_SERVING_FLUSH_ROWS": "20000"}
     arms = {"off": {}}
-    for arrays in ARRAYS:
-        arms[f"reloop2_k{arrays}"] = {
-            "RELOOP_SERVING_ADAPTER": "reloop2",
-            "RELOOP_ADAPT_MEMORY_ARRAYS": str(arrays),
-            "RELOOP_ADAPT_MEMORY_BITS": str(BITS),
-        }
+    for name, (arrays, bits) in settings.items():
+        arms[name] = settings_env(arrays, bits)
     runs: dict[str, list[dict]] = {name: [] for name in arms}
     extra = ("--threads", "1", "--trust-client-time")
     with contextlib.ExitStack() as stack:
@@ -124,7 +139,7 @@ def score_p99(ws, args) -> dict:
     return figures
 
 
-def in_process(ws, spec, args) -> dict:
+def in_process(ws, spec, args, settings: dict[str, tuple[int, int]]) -> dict:
     """`Service.score` in a loop, the adapter off and on, the same bodies and times, arms in
     turn over rounds: the cost without HTTP, the event loop or a second process."""
     from reloop_cli.serving.requests import parse_score, read_json
@@ -133,9 +148,9 @@ def in_process(ws, spec, args) -> dict:
     count = 200 if args.quick else 1_000
     rounds = 2 if args.quick else 5
     specs = {"off": spec}
-    for arrays in ARRAYS:
-        specs[f"reloop2_k{arrays}"] = spec.override("serving", adapter="reloop2").override(
-            "adapt", memory_arrays=arrays, memory_bits=BITS
+    for name, (arrays, bits) in settings.items():
+        specs[name] = spec.override("serving", adapter="reloop2").override(
+            "adapt", memory_arrays=arrays, memory_bits=bits
         )
     services = {}
     for name, served in specs.items():
@@ -173,12 +188,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     limit_threads(1)  # torch and BLAS on one thread each, as `reloop serve --threads 1` runs
-    figures: dict = {"memory": [per_row(arrays, args.quick) for arrays in ARRAYS]}
     root = Path(tempfile.mkdtemp(prefix="reloop-adapt-bench-"))
     try:
         ws, spec = build_workspace(root, args.quick)
-        figures["in_process"] = in_process(ws, spec, args)
-        figures["score"] = score_p99(ws, args)
+        chosen = tuned_memory(ws, spec, args.quick)
+        tuned = (int(chosen["memory_arrays"]), int(chosen["memory_bits"]))
+        settings = {f"tuned_k{tuned[0]}_l{tuned[1]}": tuned}
+        settings[f"largest_k{LARGEST[0]}_l{LARGEST[1]}"] = LARGEST
+        figures: dict = {
+            "tuned": chosen,
+            "memory": [per_row(arrays, bits, args.quick) for arrays, bits in settings.values()],
+        }
+        figures["in_process"] = in_process(ws, spec, args, settings)
+        figures["score"] = score_p99(ws, args, settings)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     render(figures)
@@ -188,10 +210,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def render(figures: dict) -> None:
-    print(f"ReLoop2's error memory, L {BITS}, keys of {KEY_DIM} numbers (one thread):")
+    chosen = ", ".join(f"{k.removeprefix('memory_')} {v}" for k, v in figures["tuned"].items())
+    print(f"ReLoop2 tuned on day 2 of the sample (v1): {chosen}")
+    print(f"ReLoop2's error memory, keys of {KEY_DIM} numbers (one thread):")
     for entry in figures["memory"]:
         print(
-            f"  K {entry['arrays']:>3}: {entry['memory_bytes'] / 2**20:,.1f} MiB, "
+            f"  K {entry['arrays']:>3}, L {entry['bits']:>2}: "
+            f"{entry['memory_bytes'] / 2**20:,.1f} MiB, "
             f"+{entry['added_us_per_row']:.1f} µs per scored row (median, 100-row requests; "
             f"p99 {entry['added_ms_per_100_rows_p99']:.2f} ms a request), "
             f"{entry['write_rows_per_s']:,.0f} labelled rows written/s"
@@ -201,7 +226,7 @@ def render(figures: dict) -> None:
     for name, result in inside.items():
         ratio = result["p99_ms"] / inside["off"]["p99_ms"]
         print(
-            f"  {name:>12}: {result['p50_ms']:.2f} / {result['p99_ms']:.2f} ms, "
+            f"  {name:>20}: {result['p50_ms']:.2f} / {result['p99_ms']:.2f} ms, "
             f"p99 {ratio:.2f}x off"
         )
     score = figures["score"]
@@ -213,7 +238,7 @@ def render(figures: dict) -> None:
     for name, result in score.items():
         ratio = result["p99_ms"] / off["p99_ms"]
         print(
-            f"  {name:>12}: {result['p50_ms']:.2f} / {result['p99_ms']:.2f} ms, "
+            f"  {name:>20}: {result['p50_ms']:.2f} / {result['p99_ms']:.2f} ms, "
             f"{result['per_s']:,.0f}/s, p99 {ratio:.2f}x off"
             + (f" ({result['failures']} failed)" if result["failures"] else "")
         )

@@ -73,7 +73,10 @@ def open_socket(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything else starts (so a port in use is a one-line
     error and no boot file or log is written for a server that never served)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on connections whose socket says
+    # TCP, and without it every answer on a kept-alive connection waited ~40 ms for the
+    # client's delayed ACK (Nagle): /score p50 48 ms instead of 6 on loopback.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -174,10 +174,10 @@ def test_serving_benchmark_measures_every_stack_and_the_swap(capsys):
 
 
 def test_error_memory_benchmark_counts_its_bytes_and_times_reads_and_writes():
-    from benchmarks.adapt_memory import BITS, KEY_DIM, per_row
+    from benchmarks.adapt_memory import KEY_DIM, per_row
 
-    figures = per_row(70, quick=True)
-    assert figures["memory_bytes"] == 70 * 2**BITS * 3 * 4 + KEY_DIM * 70 * BITS * 4
+    figures = per_row(70, 12, quick=True)
+    assert figures["memory_bytes"] == 70 * 2**12 * 3 * 4 + KEY_DIM * 70 * 12 * 4
     assert figures["added_us_per_row"] > 0 and figures["write_rows_per_s"] > 0
 
 
