@@ -9,18 +9,20 @@ trained with bce on days 1-3; for each projection seed (0, 1, 2) every adapter i
 replayed in 24 slots with labels after 1 h. ReLoop2 runs with each of its three keys
 (`reloop2[hidden]`, `[preactivation]`, `[standardized]`), each tuned alike.
 
-Per drift level and adapter: the mean over the world x seed repeats of the within-slot AUC
-difference (the mean over slots of the paired per-slot difference), gAUC by user within slot,
-the per-slot Logloss difference and the pooled AUC difference (which includes between-slot
-calibration), each with a Student t interval across the repeats (so it holds the worlds' and
-the projections' noise); how many repeats alone were above / below zero; and ReLoop2's
-occupancy. Written as JSON, and printed as the markdown tables of docs/RESULTS.md.
+Per drift level and adapter: the within-slot AUC difference (the mean over slots of the
+paired per-slot difference), gAUC by user within slot, the per-slot Logloss difference, the
+per-slot calibration error (|log Σp/Σy|) difference and the pooled AUC difference (which
+includes between-slot calibration), each the mean over worlds of the mean over projection
+seeds, with a Student t interval across the worlds; how many world x seed runs alone were
+above / below zero; and ReLoop2's occupancy. Written as JSON, and printed as the markdown
+tables of docs/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -39,8 +41,20 @@ from reloop_cli.training.train import train_version
 REPO = Path(__file__).resolve().parents[1]
 DRIFTS = {"none": (0.0, 0.0), "trend 1, shift 0.5": (1.0, 0.5), "trend 2, shift 1": (2.0, 1.0)}
 ADAPTERS = ("intercept", "field_bias", "incremental", "reloop2+incremental")
-KEYS = ("hidden", "preactivation", "standardized")
+KEYS = ("standardized", "hidden", "preactivation")  # the default first: composed runs use it
 FIGURES = ("auc", "gauc", "logloss")
+
+
+def calibration_error(slots: list[dict], name: str) -> dict:
+    """How far the adapter's Σp/Σy is from 1, per slot, against the version's: the mean over
+    slots with a click of |log Σp/Σy| (adapter) - |log Σp/Σy| (base), a t interval over the
+    slots. Negative: better calibrated hour by hour, what recalibration should be credited for."""
+    differences = [
+        abs(math.log(slot[name]["calibration"])) - abs(math.log(slot["base"]["calibration"]))
+        for slot in slots
+        if slot["base"]["clicks"] and slot[name]["calibration"] > 0
+    ]
+    return statistics.across_repeats(differences).to_dict()
 
 
 def one_world(root: Path, world: int, drift: tuple[float, float], rows: int, seeds, budget):
@@ -70,6 +84,7 @@ def one_world(root: Path, world: int, drift: tuple[float, float], rows: int, see
                 figures[label] = {
                     **{f: result.within_slot[name][f] for f in FIGURES},
                     "pooled_auc": result.pooled[name]["vs_base"]["auc"],
+                    "calibration": calibration_error(result.slots, name),
                 }
                 chosen[label] = tuned.chosen.get(name, {})
                 if name == "reloop2":
@@ -98,7 +113,10 @@ def summarise(runs: list[dict]) -> dict:
     worlds = sorted({r["world"] for r in runs})
     for name in runs[0]["figures"]:
         entry = {}
-        for figure in (*FIGURES, "pooled_auc"):
+        present = [
+            f for f in (*FIGURES, "pooled_auc", "calibration") if f in runs[0]["figures"][name]
+        ]
+        for figure in present:
             values = [r["figures"][name][figure] for r in runs if r["figures"][name][figure]]
             per_world = []
             for world in worlds:
@@ -133,8 +151,9 @@ def markdown(level: str, summary: dict, runs: list[dict]) -> str:
     lines = [
         f"{level}: base AUC per world {bases}",
         "| adapter | AUC - base, within slot | gAUC - base (user in slot) | Logloss - base "
-        "(per slot) | pooled AUC - base | runs within-slot AUC up / down | memory |",
-        "|---|---|---|---|---|---|---|",
+        "(per slot) | calibration error - base (per slot) | pooled AUC - base "
+        "| runs within-slot AUC up / down | memory |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in summary.items():
         memory = ""
@@ -146,6 +165,7 @@ def markdown(level: str, summary: dict, runs: list[dict]) -> str:
             )
         lines.append(
             f"| {name} | {cell(entry, 'auc')} | {cell(entry, 'gauc')} | {cell(entry, 'logloss')} "
+            f"| {cell(entry, 'calibration') if 'calibration' in entry else 'n/a'} "
             f"| {cell(entry, 'pooled_auc')} | {entry['auc_up']} / {entry['auc_down']} of "
             f"{entry['auc_runs']} | {memory} |"
         )

@@ -96,7 +96,9 @@ class ErrorMemory(Adapter):
             np.zeros((cells, key_dim), np.float32) if settings.similarity == "cosine" else None
         )
         self.written = 0
-        self.reads = np.zeros(0, np.float32)  # the newest queried buckets' row counts
+        # The newest queried buckets' row counts, a ring (a request copies only its own reads)
+        self.reads = np.zeros(READS_KEPT, np.float32)
+        self.reads_at, self.reads_filled = 0, 0
         self.queries = 0
         self.queries_without_any = 0
 
@@ -170,15 +172,18 @@ class ErrorMemory(Adapter):
             if array is not None:
                 array.fill(0)
         self.written, self.queries, self.queries_without_any = 0, 0, 0
-        self.reads = np.zeros(0, np.float32)
+        self.reads_at, self.reads_filled = 0, 0
 
     # --- occupancy --------------------------------------------------------------------------
     def _note_reads(self, count: np.ndarray) -> None:
         self.queries += count.shape[0]
         self.queries_without_any += int((count.max(axis=1, initial=0) < 1).sum())
-        self.reads = np.concatenate([self.reads, count.reshape(-1).astype(np.float32)])[
-            -READS_KEPT:
-        ]
+        values = count.reshape(-1)[-READS_KEPT:]
+        first = min(values.size, READS_KEPT - self.reads_at)
+        self.reads[self.reads_at : self.reads_at + first] = values[:first]
+        self.reads[: values.size - first] = values[first:]  # the rest wraps to the front
+        self.reads_at = (self.reads_at + values.size) % READS_KEPT
+        self.reads_filled = min(self.reads_filled + values.size, READS_KEPT)
 
     def occupancy(self) -> dict:
         """How the memory is filled and read: buckets used per array (of 2^L), rows per
@@ -186,7 +191,7 @@ class ErrorMemory(Adapter):
         empty bucket, and of queries that found no row at all."""
         k, size = self.settings.arrays, 2**self.settings.bits
         used = (self.sums[:, 0].reshape(k, size) > 0).sum(axis=1)
-        reads = self.reads
+        reads = self.reads[: self.reads_filled]  # the order does not matter to quantiles
         return {
             "rows_written": self.written,
             "buckets_per_array": size,

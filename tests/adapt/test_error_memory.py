@@ -218,3 +218,18 @@ def test_a_key_that_spreads_fills_the_memory_and_the_occupancy_figures_count_it(
     crowd.keys = np.abs(crowd.keys) * 0.01 + 5.0  # every key nearly the same direction
     collapsed.observe(crowd)
     assert collapsed.occupancy()["buckets_used_mean"] < 0.05 * 256
+
+
+def test_the_occupancy_reads_are_the_newest_ones_when_they_wrap(monkeypatch):
+    """Reads are kept in a ring of READS_KEPT: after more, the quantiles are over the newest."""
+    from reloop_cli.adapt import error_memory
+
+    monkeypatch.setattr(error_memory, "READS_KEPT", 10)
+    memory = ErrorMemory(MemorySettings(arrays=1, bits=4), KEY_DIM)
+    for batch in ([1.0] * 7, [2.0] * 6, [3.0] * 4):  # 17 reads: the newest 10 are six 2s, four 3s
+        memory._note_reads(np.array(batch)[:, None])
+    kept = np.sort(memory.reads[: memory.reads_filled])
+    assert kept.tolist() == [2.0] * 6 + [3.0] * 4
+    memory._note_reads(np.arange(25.0)[:, None])  # more than the ring at once: its newest 10
+    assert np.sort(memory.reads[: memory.reads_filled]).tolist() == list(np.arange(15.0, 25.0))
+    assert memory.occupancy()["rows_per_read_p50"] == pytest.approx(19.5)
