@@ -194,7 +194,11 @@ def test_a_day_with_few_clicks_reports_slots_without_an_auc_and_writes_standard_
     sparse.write_parquet(ws.log_dir(DAY) / "part-0.parquet")
     result = runner.invoke(app, [*runner_args, "--adapters", "intercept,reloop2", "--json"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout)  # standard JSON: no NaN, no Infinity
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON: {constant}")
+
+    payload = json.loads(result.stdout, parse_constant=refuse)  # no NaN, no Infinity
     headline = payload["within_slot"]["reloop2"]
     assert headline["slots_without_auc"] >= 12 and headline["slots_ranked"] >= 1
     assert headline["slots_ranked"] + headline["slots_without_auc"] == 24
