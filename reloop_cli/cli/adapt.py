@@ -111,6 +111,7 @@ def replay(
 
 def render_replay(result, payload: dict) -> None:
     from reloop_cli.evaluation.statistics import format_interval
+    from reloop_cli.operations.replay_report import within_slot_cells
 
     request = result.request
     span = f"{request.day}..{request.through}" if request.through else request.day
@@ -122,13 +123,7 @@ def render_replay(result, payload: dict) -> None:
     for column in ("adapter", "AUC", "gAUC", "Logloss", "slots ranked"):
         table.add_column(column, justify="left" if column == "adapter" else "right")
     for name, entry in result.within_slot.items():
-        table.add_row(
-            name,
-            format_interval(entry["auc"], signed=True) if entry["auc"] else "-",
-            format_interval(entry["gauc"], signed=True) if entry["gauc"] else "-",
-            format_interval(entry["logloss"], signed=True),
-            f"{entry['slots_ranked']} of {entry['slots_ranked'] + entry['slots_without_auc']}",
-        )
+        table.add_row(*within_slot_cells(name, entry))
     out.print(table)
     pooled = Table(title="pooled over the day (AUC here includes between-slot calibration)")
     for column in ("adapter", "AUC", "Logloss", "Σp/Σy", "AUC - base", "Logloss - base"):

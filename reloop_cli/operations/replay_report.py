@@ -14,6 +14,19 @@ from reloop_cli.operations.html_parts import fmt, png, table
 REPLAY_FILE = "replay.json"  # where `reloop replay` keeps its last result, under reports/
 
 
+def within_slot_cells(name: str, entry: dict) -> list[str]:
+    """One adapter's headline row, as the terminal table and the report both show it: AUC,
+    gAUC and Logloss minus base within slot ("-" where no slot had an AUC), slots ranked."""
+    ranked = entry["slots_ranked"]
+    return [
+        name,
+        format_interval(entry["auc"], signed=True) if entry["auc"] else "-",
+        format_interval(entry["gauc"], signed=True) if entry["gauc"] else "-",
+        format_interval(entry["logloss"], signed=True),
+        f"{ranked} of {ranked + entry['slots_without_auc']}",
+    ]
+
+
 def replay_plot(payload: dict, metric: str, label: str) -> str:
     """Each adapter's per-slot difference from the unadapted version in one metric, with its
     paired 95% interval as a band (a `reloop replay` result)."""
@@ -51,16 +64,7 @@ def replay_section(payload: dict) -> str:
     parts = ["<h2>Replay: each adapter against the unadapted version, slot by slot</h2>"]
     headline = []
     for name, entry in payload.get("within_slot", {}).items():
-        ranked = entry["slots_ranked"]
-        headline.append(
-            [
-                name,
-                format_interval(entry["auc"], signed=True) if entry["auc"] else "-",
-                format_interval(entry["gauc"], signed=True) if entry["gauc"] else "-",
-                format_interval(entry["logloss"], signed=True),
-                f"{ranked} of {ranked + entry['slots_without_auc']}",
-            ]
-        )
+        headline.append(within_slot_cells(name, entry))
     if headline:
         parts.append("<h3>Within slot: the mean over slots of adapter - base</h3>")
         parts.append(table(["adapter", "AUC", "gAUC", "Logloss", "slots ranked"], headline))
