@@ -158,15 +158,14 @@ def test_counts_and_similarity_set_the_weights_as_a_softmax_over_stored_rows():
     memory.planes[:] = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
     stored = np.array([[1.0, -0.5], [1.0, -0.5], [1.0, -0.5], [-0.2, 1.0]], np.float32)
     labels = np.array([1.0, 1.0, 1.0, 0.0])
-    memory.observe(
-        Rows(
-            pctr=np.full(4, 0.1),
-            keys=stored,
-            categorical=torch.zeros((4, 1), dtype=torch.long),
-            dense=torch.zeros((4, 0)),
-            labels=labels,
-        )
+    written = Rows(
+        pctr=np.full(4, 0.1),
+        keys=stored,
+        categorical=torch.zeros((4, 1), dtype=torch.long),
+        dense=torch.zeros((4, 0)),
+        labels=labels,
     )
+    memory.observe(written)
     query = np.array([[1.0, 1.0]], np.float32)
     # the query's bucket in array 0 (x > 0) holds rows 0-2 (mean label 1), its bucket in
     # array 1 (y > 0) holds row 3 alone (mean label 0)
@@ -177,15 +176,7 @@ def test_counts_and_similarity_set_the_weights_as_a_softmax_over_stored_rows():
     assert estimate[0] == pytest.approx(w1 / (w1 + w2) * 1.0 + w2 / (w1 + w2) * 0.0, rel=1e-6)
     uniform = ErrorMemory(MemorySettings(arrays=2, bits=1, similarity="uniform"), 2)
     uniform.planes[:] = memory.planes
-    uniform.observe(
-        Rows(
-            pctr=np.full(4, 0.1),
-            keys=stored,
-            categorical=torch.zeros((4, 1), dtype=torch.long),
-            dense=torch.zeros((4, 0)),
-            labels=labels,
-        )
-    )
+    uniform.observe(written)  # the same rows
     assert uniform.estimate(query)[0][0] == pytest.approx(3 / 4)  # the counts, 3 : 1
 
 
