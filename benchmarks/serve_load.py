@@ -44,9 +44,10 @@ from reloop_cli.experiments.synth import DEVICES
 from reloop_cli.operations.deploy import publish_live
 from reloop_cli.runtime.resources import bundled, sample_files
 from reloop_cli.serving.clickjoin import join_clicks, served_spec
+from reloop_cli.serving.impressions import impression_types
 from reloop_cli.serving.logs import CLICKS, IMPRESSIONS, LogWriter
 from reloop_cli.serving.requests import parse_score, read_json
-from reloop_cli.serving.service import Service, ServiceConfig, impression_types
+from reloop_cli.serving.service import Service, ServiceConfig
 from reloop_cli.spec.pipeline import load_spec
 from reloop_cli.store.registry import Registry
 from reloop_cli.store.workspace import Workspace
@@ -63,7 +64,7 @@ from mlflow.pyfunc import PythonModel
 
 class ReloopRelease(PythonModel):
     def load_context(self, context):
-        from reloop_cli.serving.service import load_live
+        from reloop_cli.serving.live import load_live
 
         serving = Path(context.artifacts["serving"])  # a copy of serving/ with one release
         (release,) = (serving / "releases").iterdir()
@@ -325,8 +326,8 @@ def runtimes(ws: Workspace, root: Path, args) -> dict:
     import torch
 
     from reloop_cli.operations.export import export_version
+    from reloop_cli.serving.live import load_live
     from reloop_cli.serving.release import pointer
-    from reloop_cli.serving.service import load_live
 
     torch.set_num_threads(1)
     live = load_live(ws.serving, pointer(ws.serving)["release"])

@@ -11,6 +11,7 @@ import sys
 
 from reloop_cli.cli import (  # noqa: F401  (importing registers the commands)
     adapt,
+    experiment,
     loop,
     operate,
     promotion,

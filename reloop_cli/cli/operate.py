@@ -172,12 +172,29 @@ def _cycle_summary(result) -> str:
     for record in result.quarantined:
         joined += f"quarantined {record['source']}: {record['reason']} (now {record['path']})\n"
     waiting = f"{result.waiting}\n" if result.waiting else ""
+    looked = result.experiment and result.experiment.get("decision") not in (None, "started")
+    if looked and result.outcome != "experiment":  # an ingest-only night says it in its outcome
+        waiting = _experiment_line(result.experiment) + "\n" + waiting
     published = ""
     if result.published:
         p = result.published
         failed = " (on_publish FAILED: see reloop status)" if p.get("hook_returncode") else ""
         published = f"\npublished v{p['version']} for serving ({p['release']}){failed}"
     return _late_summary(result) + joined + warnings + waiting + _cycle_outcome(result) + published
+
+
+def _experiment_line(tonight: dict) -> str:
+    """What happened to the running experiment tonight (or the one this run started)."""
+    experiment = tonight.get("experiment") or {}
+    if tonight.get("decision") == "started":
+        return (
+            f"exposed to {experiment['share']:.1%} of units in experiment {experiment['id']} "
+            f"({experiment['mode']}); judged nightly on its clicks"
+        )
+    return (
+        f"experiment {experiment.get('id')}, night {experiment.get('looks')}: "
+        f"{tonight.get('decision')} ({tonight.get('why')})"
+    )
 
 
 def _cycle_outcome(result) -> str:
@@ -195,6 +212,8 @@ def _cycle_outcome(result) -> str:
         return f"nothing new: {result.day} has too few rows to train on; live is {live}"
     if result.outcome == CycleOutcome.NOTHING_NEW:
         return f"nothing new: {result.day} already has v{result.candidate}; live is {live}"
+    if result.outcome == CycleOutcome.EXPERIMENT and result.gate is None:
+        return _experiment_line(result.experiment) + f"; live is {live}"
     gate, candidate = result.gate, result.gate.candidate
     started = f" ({result.started})" if result.started else ""
     if result.update:
@@ -221,6 +240,7 @@ def _cycle_outcome(result) -> str:
         CycleOutcome.PROMOTED: "promoted" + (" (FORCED past the gate)" if gate.forced else ""),
         CycleOutcome.REJECTED: f"rejected: {reasons}",
         CycleOutcome.INCONCLUSIVE: f"inconclusive, live keeps serving: {reasons}",
+        CycleOutcome.EXPERIMENT: "passed the gate; " + _experiment_line(result.experiment or {}),
     }[result.outcome]
     if result.outcome == CycleOutcome.PROMOTED and gate.difference and not gate.forced:
         verdict += (

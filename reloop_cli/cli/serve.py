@@ -77,8 +77,9 @@ def serve_command(
     """
     from reloop_cli.errors import BadInput
     from reloop_cli.serving.app import TOKEN_ENVIRONMENT
+    from reloop_cli.serving.impressions import SERVER_COLUMNS
     from reloop_cli.serving.protocol import open_socket
-    from reloop_cli.serving.service import SERVER_COLUMNS, ServiceConfig
+    from reloop_cli.serving.service import ServiceConfig
     from reloop_cli.store.stored_spec import spec_for
 
     ws = Workspace(workspace)

@@ -24,6 +24,7 @@ from reloop_cli.data.manifest import is_ingested
 from reloop_cli.errors import BadInput
 from reloop_cli.features.novelty import jumps, novelty
 from reloop_cli.operations.deploy import publish_live
+from reloop_cli.operations.experiment import start_experiment
 from reloop_cli.operations.gate import GateOutcome, GateVerdict, holdout_expr, run_gate
 from reloop_cli.runtime.faults import crash_point
 from reloop_cli.spec.pipeline import Spec
@@ -42,6 +43,9 @@ class CycleOutcome(str, Enum):
     REJECTED = "rejected"  # the gate refused the candidate; live keeps serving
     INCONCLUSIVE = "inconclusive"  # too few holdout clicks to judge; live keeps serving
     NOTHING_NEW = "nothing-new"
+    # passed the gate and published beside live for an online experiment (experiment.mode),
+    # or a night of an experiment that runs: live keeps serving most traffic
+    EXPERIMENT = "experiment"
     DRY_RUN = "dry-run"
 
     __str__ = str.__str__  # the value, in f-strings and JSON alike
@@ -79,6 +83,7 @@ class CycleResult:
     # why nothing was trained although rows are held (`--from-server`: no day complete yet)
     waiting: str | None = None
     quarantined: list[dict] = field(default_factory=list)  # files set aside this run
+    experiment: dict | None = None  # tonight's look at a running experiment, or the one started
     sources: list[InputFile] = field(default_factory=list, repr=False)  # the new files, to ingest
 
     def to_dict(self) -> dict:
@@ -180,9 +185,12 @@ def run_cycle(
     day: str | None = None,
     force: bool = False,
     last_day: str | None = None,
+    online: bool = False,
 ) -> CycleResult:
     """One cycle; call under the workspace lock. Without `day` it trains the newest day held,
-    or with `last_day` the newest held on or before it (newer days are ingested, not trained)."""
+    or with `last_day` the newest held on or before it (newer days are ingested, not trained).
+    `online` (a server logs the traffic): a candidate that passes the gate under
+    `experiment.mode = "canary"` starts an experiment instead of going live."""
     # A backfill (`day` given) checks the day against the new files before writing anything;
     # the nightly cycle trains on the newest day, known once the new files are ingested.
     result = plan_cycle(ws, spec, logs, day, describe=False, read_new=day is not None)
@@ -242,20 +250,33 @@ def run_cycle(
         candidate = existing["version"]
         log.info("judging candidate v%d left undecided by an earlier run", candidate)
     result.candidate = candidate
-    judge(ws, registry, spec, result, live, force)
+    judge(ws, registry, spec, result, live, force, online)
     return result
 
 
 def judge(
-    ws: Workspace, registry: Registry, spec: Spec, result: CycleResult, live: int | None, force
+    ws: Workspace,
+    registry: Registry,
+    spec: Spec,
+    result: CycleResult,
+    live: int | None,
+    force,
+    online: bool = False,
 ) -> None:
     """The gate on `result.candidate` against `live` on `result.day`'s holdout; promote through
-    it, or record why not; publish what is live."""
+    it (or expose it to an experiment), or record why not; publish what is live."""
     candidate, target = result.candidate, result.day
     result.gate = run_gate(ws, registry, spec, candidate, live, target, force)
     crash_point("promote")
     verdict = result.gate
-    if verdict.passed or verdict.forced:  # not even --force promotes a NaN pCTR
+    experiments = online and spec.experiment.mode == "canary" and live is not None
+    if verdict.passed and not verdict.forced and experiments:
+        registry.decide(candidate, VersionStatus.CANDIDATE, {"gate": verdict.to_dict()})
+        started = start_experiment(ws, registry, spec, candidate)
+        result.experiment = {"experiment": started.to_dict(), "decision": "started"}
+        result.outcome = CycleOutcome.EXPERIMENT
+        log.info("v%d passed the gate: experiment %s", candidate, started.id)
+    elif verdict.passed or verdict.forced:  # not even --force promotes a NaN pCTR
         reason = "forced" if verdict.forced else "gate"
         registry.promote(MAIN_CHAIN, candidate, reason, verdict.to_dict())
         result.outcome = CycleOutcome.PROMOTED

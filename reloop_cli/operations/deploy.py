@@ -23,8 +23,10 @@ from reloop_cli.adapt.keys import training_key_stats
 from reloop_cli.columns import MAIN_CHAIN
 from reloop_cli.errors import BadInput
 from reloop_cli.operations.export import export_version
+from reloop_cli.serving.arms import CANDIDATE_POINTER, read_candidate
 from reloop_cli.serving.release import (
     KEY_STATS,
+    commit_candidate,
     commit_release,
     pointer,
     prune_releases,
@@ -66,10 +68,7 @@ def publish_live(ws: Workspace, registry: Registry, chain: str = MAIN_CHAIN) -> 
         return None
     meta = registry.version_meta(live) or {}
     settings = spec_from_dict(meta["spec"], f"v{live}").serving if "spec" in meta else None
-    staging, manifest = stage_release(ws, live, chain)
-    write_key_stats(ws, live, staging)
-    exported = export_version(ws, live, "torchscript", staging / "model.pt")
-    Path(exported.features).replace(staging / "features.json")
+    staging, manifest = stage_full_release(ws, live, chain)
     target = commit_release(ws, staging, manifest)
     if settings is not None:
         prune_releases(ws, settings.keep_releases)
@@ -86,6 +85,44 @@ def publish_live(ws: Workspace, registry: Registry, chain: str = MAIN_CHAIN) -> 
     )
     log.info("published v%d for serving (%s)", live, deployment.release)
     return deployment
+
+
+def stage_full_release(ws: Workspace, version: int, chain: str) -> tuple[Path, dict]:
+    """A release of `version` staged whole: weights, vocabulary, key statistics, TorchScript."""
+    staging, manifest = stage_release(ws, version, chain)
+    write_key_stats(ws, version, staging)
+    exported = export_version(ws, version, "torchscript", staging / "model.pt")
+    Path(exported.features).replace(staging / "features.json")
+    return staging, manifest
+
+
+def publish_candidate(ws: Workspace, version: int, arm: dict, chain: str = MAIN_CHAIN) -> str:
+    """Publish `version` as an experiment's candidate beside the live one (`serving/CANDIDATE`);
+    returns its release name. The pointer is rewritten with a new share or stage by
+    `move_candidate`, without a new release."""
+    staging, manifest = stage_full_release(ws, version, chain)
+    commit_candidate(ws, staging, manifest, {**arm, "version": version})
+    log.info(
+        "published v%d as the candidate of %s (%s)", version, arm["experiment"], manifest["release"]
+    )
+    return manifest["release"]
+
+
+def move_candidate(ws: Workspace, arm: dict) -> None:
+    """The running candidate's pointer with a new share, stage or mode (one atomic rename)."""
+    current = read_candidate(ws.serving)
+    if current is None:
+        raise BadInput(f"{ws.serving}: no candidate is published to move")
+    ws.write_json({**current.to_dict(), **arm}, ws.serving / CANDIDATE_POINTER)
+
+
+def withdraw_candidate(ws: Workspace) -> bool:
+    """Remove `serving/CANDIDATE`: servers go back to live alone; True when there was one."""
+    path = ws.serving / CANDIDATE_POINTER
+    if not path.exists():
+        return False
+    path.unlink()
+    return True
 
 
 def write_key_stats(ws: Workspace, version: int, staging: Path) -> None:

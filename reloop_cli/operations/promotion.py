@@ -6,6 +6,7 @@ from __future__ import annotations
 from reloop_cli.columns import MAIN_CHAIN
 from reloop_cli.errors import BadInput
 from reloop_cli.operations.deploy import publish_live
+from reloop_cli.operations.experiment import experiments_status, stop_experiment
 from reloop_cli.store.quarantine import quarantined
 from reloop_cli.store.registry import Registry, VersionStatus
 from reloop_cli.store.workspace import Workspace
@@ -24,6 +25,7 @@ def promote_version(
             f"promote: version {version} belongs to chain '{meta['chain']}', not {chain}"
         )
     previous = registry.live(chain)
+    stop_experiment(ws, registry, f"overruled: reloop promote {version}")
     registry.promote(chain, version, "manual promote", {"manual": True, "replaced": previous})
     publish_live(ws, registry, chain)
     return previous
@@ -38,6 +40,7 @@ def rollback(ws: Workspace, registry: Registry, chain: str = MAIN_CHAIN) -> tupl
     if current is None or not earlier:
         raise BadInput(f"rollback: chain '{chain}' has no earlier live version to go back to")
     target = earlier[-1]
+    stop_experiment(ws, registry, "overruled: reloop rollback")
     registry.promote(chain, target, "rollback", {"manual": True, "rolled_back": current})
     registry.decide(current, VersionStatus.REJECTED, {"manual": True, "rolled_back_to": target})
     publish_live(ws, registry, chain)
@@ -83,4 +86,5 @@ def status(
         "live_history": registry.live_history(chain),
         "chains": registry.chains(),
         "quarantined": [q.to_dict() for q in quarantined(ws)] if ws is not None else [],
+        "experiments": experiments_status(registry),
     }

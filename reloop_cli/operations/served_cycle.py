@@ -22,7 +22,14 @@ from reloop_cli.data.ingest import load_files
 from reloop_cli.data.inputs import discover
 from reloop_cli.data.manifest import is_ingested
 from reloop_cli.errors import BadInput
-from reloop_cli.operations.cycle import CycleOutcome, CycleResult, run_cycle
+from reloop_cli.operations.cycle import (
+    CycleOutcome,
+    CycleResult,
+    ingest_new,
+    plan_cycle,
+    run_cycle,
+)
+from reloop_cli.operations.experiment import judge_experiment
 from reloop_cli.operations.incremental import run_incremental
 from reloop_cli.serving.clickjoin import (
     JoinResult,
@@ -65,7 +72,10 @@ def run_server_cycle(
     refused = set_aside_refused(ws, served)
     for record in [*map(_as_record, joined.quarantined), *refused]:
         log.warning("quarantined %s", record.line())
-    if not any(ws.joined.glob("*.parquet")):
+    tonight = judge_experiment(ws, registry, served, as_of)
+    if tonight is not None and tonight["experiment"]["status"] == "running":
+        result = _ingest_only(ws, registry, served, tonight)
+    elif not any(ws.joined.glob("*.parquet")):
         result = CycleResult(outcome=CycleOutcome.NOTHING_NEW, live_after=registry.live(MAIN_CHAIN))
         if joined.held_back:
             newest = max(joined.held_back_days)
@@ -80,7 +90,14 @@ def run_server_cycle(
     else:
         complete = last_complete_day(spec, as_of, joined.held_back_days)
         result = run_cycle(
-            ws, registry, served, str(ws.joined), day=day, force=force, last_day=complete
+            ws,
+            registry,
+            served,
+            str(ws.joined),
+            day=day,
+            force=force,
+            last_day=complete,
+            online=True,
         )
         newest = max(ws.days(), default=None)
         if newest is not None and (result.day is None or newest > result.day):
@@ -88,8 +105,25 @@ def run_server_cycle(
                 f"{newest} is still open until {completes_at(spec, newest)} (its last "
                 "attribution windows close then); it is trained the first run after"
             )
+    result.experiment = tonight
     result.join = joined.to_dict()
     result.quarantined = [*joined.quarantined, *(r.to_dict() for r in refused)]
+    return result
+
+
+def _ingest_only(ws: Workspace, registry: Registry, spec: Spec, tonight: dict) -> CycleResult:
+    """A night while an experiment runs: what was joined is ingested, no rival is trained."""
+    result = plan_cycle(ws, spec, str(ws.joined), None, describe=False, read_new=False)
+    result.outcome = CycleOutcome.EXPERIMENT
+    if result.new_files:
+        ingest_new(ws, registry, spec, result)
+    result.live_after = registry.live(MAIN_CHAIN)
+    running = tonight["experiment"]
+    result.candidate = running["candidate"]
+    result.waiting = (
+        f"experiment {running['id']} runs (v{running['candidate']} at "
+        f"{running['share']:.1%}): no new candidate is trained until it ends"
+    )
     return result
 
 

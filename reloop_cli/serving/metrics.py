@@ -64,6 +64,12 @@ class ServerMetrics:
             multiprocess_mode="livemin",
         )
         self.live_version.set(-1)
+        self.arm_requests = Counter(
+            "reloop_experiment_requests",
+            "Requests served in a running experiment, by arm (live, candidate).",
+            ["arm"],
+            registry=registry,
+        )
         self.swaps = Counter("reloop_swaps", "Releases swapped in since start.", registry=registry)
         self.logged = Counter(
             "reloop_logged_rows", "Rows written to the logs.", ["kind"], registry=registry
@@ -102,6 +108,9 @@ class ServerMetrics:
     def swapped(self, version: int) -> None:
         self.swaps.inc()
         self.live_version.set(version)
+
+    def arm_request(self, arm: str) -> None:
+        self.arm_requests.labels(arm).inc()
 
     def rows_written(self, kind: str, rows: int) -> None:
         self.logged.labels(kind).inc(rows)

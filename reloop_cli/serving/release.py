@@ -37,6 +37,7 @@ from reloop_cli.errors import BadInput
 from reloop_cli.features import vocabulary
 from reloop_cli.models import build_model
 from reloop_cli.models.base import CTRModel
+from reloop_cli.serving.arms import CANDIDATE_POINTER, read_candidate
 from reloop_cli.spec.layout import field_slots
 from reloop_cli.spec.pipeline import Spec, spec_from_dict
 from reloop_cli.store.workspace import Workspace
@@ -113,6 +114,16 @@ def commit_release(ws: Workspace, staging: Path, manifest: dict) -> Path:
     return target
 
 
+def commit_candidate(ws: Workspace, staging: Path, manifest: dict, arm: dict) -> Path:
+    """Name the staged release and point CANDIDATE at it, with the experiment's arm settings
+    (`serving/arms.py`); LIVE is left as it is."""
+    ws.write_json(manifest, staging / MANIFEST)
+    target = ws.releases / manifest["release"]
+    os.rename(staging, target)
+    ws.write_json({**arm, "release": manifest["release"]}, ws.serving / CANDIDATE_POINTER)
+    return target
+
+
 def pointer(serving_root: Path) -> dict | None:
     """What LIVE names, or None before anything was published (read by servers, lock-free)."""
     path = serving_root / "LIVE"
@@ -150,11 +161,13 @@ def load_release(serving_root: Path, name: str) -> Release:
 
 
 def prune_releases(ws: Workspace, keep: int) -> list[str]:
-    """Remove all but the newest `keep` releases (the live one always stays)."""
-    live = (pointer(ws.serving) or {}).get("release")
+    """Remove all but the newest `keep` releases (the live one and an experiment's candidate
+    always stay)."""
+    candidate = read_candidate(ws.serving)
+    kept = {(pointer(ws.serving) or {}).get("release"), candidate.release if candidate else None}
     folders = [p for p in ws.releases.glob("v*") if p.is_dir()]
     names = [p.name for p in sorted(folders, key=lambda p: p.stat().st_mtime)]  # oldest first
-    removed = [n for n in names[:-keep] if n != live] if len(names) > keep else []
+    removed = [n for n in names[:-keep] if n not in kept] if len(names) > keep else []
     for name in removed:
         shutil.rmtree(ws.releases / name, ignore_errors=True)
     return removed

@@ -5,6 +5,10 @@ Hot swap: a thread looks at `serving/LIVE` every `serving.reload_seconds`; a new
 into memory beside the one serving, and only then does one reference change. A request takes
 that reference once when it starts, so it is scored, chosen and logged by one version whole, and
 none waits for or fails at a swap.
+
+Experiments: while `serving/CANDIDATE` names one, a request is routed by its unit to the live or
+the candidate arm (or scored by the candidate in shadow) and every impression is logged with the
+experiment, stage, arm and unit (`serving/arms.py`); the candidate swaps the same way.
 """
 
 from __future__ import annotations
@@ -13,18 +17,24 @@ import json
 import logging
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import polars as pl
-import torch
 
-from reloop_cli.adapt.keys import ProbabilityAndKey
 from reloop_cli.evaluation import policies
-from reloop_cli.serving.adapting import ServedAdapter
+from reloop_cli.serving.arms import (
+    ARM_MODES,
+    CANDIDATE_ARM,
+    LIVE_ARM,
+    ArmPointer,
+    in_candidate,
+    read_candidate,
+    unit_of,
+)
 from reloop_cli.serving.encoder import RequestEncoder
+from reloop_cli.serving.impressions import NO_EXPERIMENT, Assignment, impression_types, shown_rows
+from reloop_cli.serving.live import Live, load_live
 from reloop_cli.serving.logs import (
     BOOTS,
     CLICKS,
@@ -35,79 +45,19 @@ from reloop_cli.serving.logs import (
     new_boot_id,
 )
 from reloop_cli.serving.metrics import ServerMetrics
-from reloop_cli.serving.release import Release, load_release, pointer
+from reloop_cli.serving.release import pointer
 from reloop_cli.serving.requests import RequestError, ScoreRequest, TimeBounds
 from reloop_cli.spec.pipeline import Spec
 
 log = logging.getLogger("reloop")
-# The server's own columns in the impression log, beside the spec's fields (a field may not
-# take one of these names: `reloop serve` refuses such a spec).
-SERVER_COLUMNS: dict[str, pl.DataType] = {
-    "request_id": pl.String,
-    "served_version": pl.Int64,
-    "served_pctr": pl.Float64,
-    "adapted_pctr": pl.Float64,
-    "slot": pl.Int64,
-    "propensity": pl.Float64,
-}
 
 
-@dataclass
-class Live:
-    """One loaded release, its encoder and its forward pass: what a request is scored with;
-    with `serving.adapter` on, the adapter that corrects this release (and only this one)."""
+@dataclass(frozen=True)
+class Trial:
+    """A running experiment as the server holds it: the pointer and the candidate, loaded."""
 
-    release: Release
-    encoder: RequestEncoder
-    forward: torch.jit.ScriptModule  # (categorical, dense) -> (pCTR, the adapter's key)
-    adapter: ServedAdapter | None = None
-
-    @property
-    def version(self) -> int:
-        return self.release.version
-
-    def predict(self, categorical: torch.Tensor, dense: torch.Tensor) -> np.ndarray:
-        return self.predict_with_keys(categorical, dense)[0]
-
-    def predict_with_keys(
-        self, categorical: torch.Tensor, dense: torch.Tensor
-    ) -> tuple[np.ndarray, np.ndarray]:
-        with torch.no_grad():
-            pctr, keys = self.forward(categorical, dense)
-        return pctr.numpy().astype(np.float64), keys.numpy()
-
-
-def load_live(serving_root: Path, name: str, spec: Spec | None = None) -> Live:
-    """A release ready to serve. Its network is traced here, from the weights it was read
-    with (no pickled program is loaded): the same arithmetic as the eager model, with less
-    Python per call (100 rows: 142 us traced, 259 us eager; docs/guides/serving.md). With
-    `spec.serving.adapter` set, an empty adapter for this release comes with it."""
-    release = load_release(serving_root, name)
-    encoder = RequestEncoder(
-        release.spec, release.vocab, release.meta["field_sizes"], release.forms
-    )
-    example = encoder.encode([{}, {}])
-    kind = spec.adapt.memory_key if spec is not None and spec.serving.adapter else "hidden"
-    stats = release.key_stats if kind == "standardized" else None
-    if kind == "standardized" and stats is None:
-        # Published before releases kept them: serve on, with the unscaled key, and say so.
-        log.warning(
-            'release %s has no key statistics for adapt.memory_key = "standardized": its '
-            'memory hashes the "preactivation" key; `reloop promote N` publishes it again '
-            "with them",
-            name,
-        )
-        kind = "preactivation"
-    wrapped = ProbabilityAndKey(release.model.requires_grad_(False).eval(), kind, stats)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the trace fixes this release's shapes, as it should
-        forward = torch.jit.trace(wrapped, (example.categorical, example.dense))
-        key_dim = int(forward(example.categorical, example.dense)[1].shape[1])
-    adapter = None
-    if spec is not None and spec.serving.adapter:
-        seed = spec.serving.seed if spec.serving.seed is not None else 0
-        adapter = ServedAdapter(spec, release.model, key_dim, seed, stats)
-    return Live(release, encoder, forward, adapter)
+    pointer: ArmPointer
+    candidate: Live
 
 
 @dataclass
@@ -165,6 +115,9 @@ class Service:
         )
         self.flusher = Flusher([self.impressions, self.clicks], settings.flush_seconds)
         self.live: Live | None = None
+        self.trial: Trial | None = None  # a running experiment's candidate (serving/arms.py)
+        experiment = config.spec.experiment
+        self.unit_field = experiment.unit or config.spec.adapt.group_field
         self.cold = RequestEncoder.without_vocabulary(config.spec)  # logs before any version
         self.metrics.watch_adapter(self._adapter_count, self._adapter_bytes, self._occupancy)
         self._stop = threading.Event()
@@ -213,6 +166,12 @@ class Service:
                 if self.config.spec.serving.adapter
                 else None
             ),
+            # a running experiment as this server routes it (serving/CANDIDATE), else None
+            "experiment": (
+                {**self.trial.pointer.to_dict(), "unit": self.unit_field or "request"}
+                if self.trial is not None
+                else None
+            ),
             "boot": self.boot,
             "buffered": {w.kind: len(w.rows) for w in (self.impressions, self.clicks)},
         }
@@ -247,17 +206,46 @@ class Service:
         tmp.replace(folder / f"{self.boot}.json")
 
     def reload(self) -> bool:
-        """Swap in the release LIVE names, if it is not the one serving; True when swapped."""
+        """Swap in the release LIVE names, if it is not the one serving, and the experiment
+        CANDIDATE names; True when the live version swapped."""
         named = pointer(self.config.serving_root)
-        if named is None or (self.live and self.live.release.name == named["release"]):
-            return False
-        # beside the one serving; with an adapter, a fresh empty one (a new version is live)
-        fresh = load_live(self.config.serving_root, named["release"], self.config.spec)
-        before = self.live.version if self.live else None
-        self.live = fresh  # one reference: a request in flight keeps the one it took
-        self.metrics.swapped(fresh.version)
-        log.info("serving v%d (release %s; was %s)", fresh.version, fresh.release.name, before)
-        return True
+        swapped = False
+        if named is not None and not (self.live and self.live.release.name == named["release"]):
+            # beside the one serving; with an adapter, a fresh empty one (a new version is live)
+            fresh = load_live(self.config.serving_root, named["release"], self.config.spec)
+            before = self.live.version if self.live else None
+            self.live = fresh  # one reference: a request in flight keeps the one it took
+            self.metrics.swapped(fresh.version)
+            log.info("serving v%d (release %s; was %s)", fresh.version, fresh.release.name, before)
+            swapped = True
+        self._reload_trial()
+        return swapped
+
+    def _reload_trial(self) -> None:
+        """Follow `serving/CANDIDATE`: load a new candidate beside the live one, take a new
+        share or stage as it is, drop the arm when the experiment ended."""
+        named = read_candidate(self.config.serving_root)
+        current = self.trial
+        if named is None or named.mode not in ARM_MODES:
+            if current is not None:
+                log.info("experiment %s ended: live only", current.pointer.experiment)
+            self.trial = None
+            return
+        if current is not None and current.pointer == named:
+            return
+        if current is not None and current.pointer.release == named.release:
+            candidate = current.candidate  # a new share or stage: the same loaded candidate
+        else:
+            candidate = load_live(self.config.serving_root, named.release, self.config.spec)
+        self.trial = Trial(named, candidate)
+        log.info(
+            "experiment %s: v%d as %s at share %.3f (stage %d)",
+            named.experiment,
+            named.version,
+            named.mode,
+            named.share,
+            named.stage,
+        )
 
     def _watch(self) -> None:
         while not self._stop.wait(self.config.spec.serving.reload_seconds):
@@ -268,30 +256,50 @@ class Service:
 
     # --- requests ---------------------------------------------------------------------------
     def score(self, request: ScoreRequest) -> dict:
-        live = self.live  # taken once: this request is one version's, whatever swaps meanwhile
+        # taken once: this request is one version's, whatever swaps meanwhile
+        live, trial = self.live, self.trial
         if live is None and self.config.spec.serving.cold_start != "random":
             raise RequestError(
                 503, "no version is published yet; run `reloop run` or `reloop train`"
             )
         rows = self._with_top_position(request.rows)
+        request_id = request.request_id or self.ids.take(1)[0]
+        serving, assignment, shadowing = self._arm(live, trial, rows, request_id)
         try:
-            encoded = (live.encoder if live else self.cold).encode(rows)
+            encoded = (serving.encoder if serving else self.cold).encode(rows)
+            shadow_input = shadowing.encoder.encode(rows) if shadowing else None
         except ValueError as error:
             raise RequestError(422, f"candidates: {error}") from None
         now = request.time if request.time is not None else time.time()
-        pctr = base = keys = None
-        if live is not None:
-            base, keys = live.predict_with_keys(encoded.categorical, encoded.dense)
+        pctr = base = keys = shadow = None
+        if serving is not None:
+            base, keys = serving.predict_with_keys(encoded.categorical, encoded.dense)
             pctr = base
-            if live.adapter is not None:
-                pctr = live.adapter.predict(base, keys, encoded.logged, now)
-        request_id = request.request_id or self.ids.take(1)[0]
+            if serving.adapter is not None:
+                pctr = serving.adapter.predict(base, keys, encoded.logged, now)
+        if shadowing is not None:  # scored, logged, never shown
+            shadow = shadowing.predict(shadow_input.categorical, shadow_input.dense)
         ids = self.ids.take(len(rows))
         slate = self._slate(pctr, len(rows), request.slots) if request.slots else None
-        self._log(live, request_id, now, ids, base, pctr, encoded.logged, slate)
-        if live is not None and live.adapter is not None:
+        logged = shown_rows(
+            self.config.spec,
+            version=serving.version if serving else None,
+            request_id=request_id,
+            now=now,
+            ids=ids,
+            pctr=base,
+            adapted=pctr if serving is not None and serving.adapter is not None else None,
+            logged=encoded.logged,
+            slate=slate,
+            assignment=assignment,
+            shadow=shadow,
+        )
+        self.impressions.append(logged)
+        if assignment.arm is not None:
+            self.metrics.arm_request(assignment.arm)
+        if serving is not None and serving.adapter is not None:
             shown = slate[0] if slate is not None else np.arange(len(ids))
-            live.adapter.hold(
+            serving.adapter.hold(
                 [ids[c] for c in shown],
                 base[shown],
                 keys[shown],
@@ -304,10 +312,12 @@ class Service:
 
         answer = {
             "request_id": request_id,
-            "version": live.version if live else None,
-            "release": live.release.name if live else None,
+            "version": serving.version if serving else None,
+            "release": serving.release.name if serving else None,
             "candidates": [{"impression_id": i, "pctr": served(c)} for c, i in enumerate(ids)],
         }
+        if assignment.experiment is not None:
+            answer["experiment"] = {"id": assignment.experiment, "arm": assignment.arm}
         if slate is not None:
             answer["slate"] = [
                 {
@@ -320,6 +330,22 @@ class Service:
                 for position, (c, p) in enumerate(zip(*slate, strict=True), start=1)
             ]
         return answer
+
+    def _arm(
+        self, live: Live | None, trial: Trial | None, rows: list[dict], request_id: str
+    ) -> tuple[Live | None, Assignment, Live | None]:
+        """(the version that answers, the request's assignment, a version scoring it in
+        shadow): live alone when no experiment runs."""
+        if trial is None or live is None:
+            return live, NO_EXPERIMENT, None
+        arm = trial.pointer
+        unit = unit_of(rows, self.unit_field, request_id)
+        if arm.mode == "shadow":
+            return live, Assignment(arm.experiment, arm.stage, LIVE_ARM, unit), trial.candidate
+        chosen = in_candidate(arm.experiment, unit, arm.share)
+        name = CANDIDATE_ARM if chosen else LIVE_ARM
+        assignment = Assignment(arm.experiment, arm.stage, name, unit)
+        return (trial.candidate if chosen else live), assignment, None
 
     def _with_top_position(self, rows: list[dict]) -> list[dict]:
         """Candidates as a ranker scores them: at the top slot (`serving.position_field`)."""
@@ -342,52 +368,12 @@ class Service:
             shown, propensity = policies.serve(policy, scores, self.rng)
         return shown[0], propensity[0]
 
-    def _log(self, live, request_id, now, ids, pctr, adapted, logged, slate) -> None:
-        """The shown impressions (every candidate when no slots were asked), as trained on:
-        `served_pctr` is the version's own prediction (tomorrow's ỹ_last), `adapted_pctr`
-        what the adapter made of it and the request was answered with (null when off)."""
-        corrected = live is not None and live.adapter is not None
-        position = self.config.spec.serving.position_field
-        picks = (
-            [(int(c), slot, float(p)) for slot, (c, p) in enumerate(zip(*slate, strict=True), 1)]
-            if slate is not None
-            else [(c, None, None) for c in range(len(ids))]
-        )
-        rows = []
-        for candidate, slot, propensity in picks:
-            row = {name: values[candidate] for name, values in logged.items()}
-            if position and slot is not None:
-                row[position] = str(slot) if isinstance(row.get(position), str) else slot
-            row.update(
-                impression_id=ids[candidate],
-                request_id=request_id,
-                ts=now,
-                served_version=live.version if live else None,
-                served_pctr=float(pctr[candidate]) if pctr is not None else None,
-                adapted_pctr=float(adapted[candidate]) if corrected else None,
-                slot=slot,
-                propensity=propensity,
-            )
-            rows.append(row)
-        self.impressions.append(rows)
-
     def feedback(self, clicks: list[tuple[str, float | None]]) -> int:
         now = time.time()
         timed = [(i, t if t is not None else now) for i, t in clicks]
         self.clicks.append([{"impression_id": i, "ts": t} for i, t in timed])
-        live = self.live
-        if live is not None and live.adapter is not None and timed:
-            live.adapter.click(timed)
+        trial = self.trial
+        for arm in (self.live, trial.candidate if trial else None):
+            if arm is not None and arm.adapter is not None and timed:
+                arm.adapter.click(timed)  # each arm's adapter marks the impressions it holds
         return len(clicks)
-
-
-def impression_types(spec: Spec) -> dict[str, pl.DataType]:
-    """The impression log's column types: the server's own columns, and each field as ingest
-    reads it (a categorical as text, a numeric as a float, tags as a list of text)."""
-    data = spec.data
-    return {
-        **SERVER_COLUMNS,
-        **{name: pl.String for name in data.categorical},
-        **{name: pl.Float64 for name in data.numeric},
-        **{name: pl.List(pl.String) for name in data.multivalued},
-    }

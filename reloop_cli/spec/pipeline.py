@@ -17,6 +17,7 @@ from typing import Any
 from reloop_cli.errors import BadInput
 from reloop_cli.spec.adapt import REPLACED, AdaptSpec
 from reloop_cli.spec.data import DataSpec
+from reloop_cli.spec.experiment import ExperimentSpec
 from reloop_cli.spec.sections import GateSpec, ModelSpec, TrainSpec, VocabularySpec
 from reloop_cli.spec.serving import ServingSpec
 from reloop_cli.spec.types import check_types
@@ -39,12 +40,17 @@ class Spec:
     vocabulary: VocabularySpec = field(default_factory=VocabularySpec)
     serving: ServingSpec = field(default_factory=ServingSpec)
     adapt: AdaptSpec = field(default_factory=AdaptSpec)
+    experiment: ExperimentSpec = field(default_factory=ExperimentSpec)
     source: str = "<defaults>"
 
     def validate(self) -> Spec:
         try:
             for section in (self.data, self.model, self.train, self.gate, self.serving):
                 section.validate()
+            self.experiment.validate()
+            unit = self.experiment.unit
+            if unit and unit not in self.data.feature_fields:
+                raise BadInput(f"experiment.unit: '{unit}' is no field of [data]")
             self.adapt.validate()
             for name in (self.adapt.group_field, *self.adapt.bias_fields):
                 if name and name not in self.data.feature_fields:
@@ -88,6 +94,7 @@ _SECTIONS = {
     "vocabulary": VocabularySpec,
     "serving": ServingSpec,
     "adapt": AdaptSpec,
+    "experiment": ExperimentSpec,
 }
 
 
