@@ -47,6 +47,10 @@ def status_command(
         return
     live = f"v{report['live']}" if report["live"] else "none"
     out.print(f"live version (chain {chain}): {live}")
+    from reloop_cli.cli.experiment import experiment_table
+
+    for entry in report["experiments"][:1]:  # the newest; `reloop experiment status` has more
+        out.print(experiment_table(entry))
     others = [c for c in report["chains"] if c["chain"] != chain]
     if others:
         chains = Table("chain", "versions", "live", title="other chains (reloop status --chain)")

@@ -225,3 +225,14 @@ def test_the_adapter_verdict_runs_every_adapter_and_key_tuned_alike(capsys):
     assert all(run["chosen"][name] for name in summary)  # every adapter chose its settings
     assert all("buckets_used_mean" in summary[name]["occupancy"] for name in keys)
     assert "| reloop2[standardized] |" in capsys.readouterr().out
+
+
+def test_experiment_arms_benchmark_serves_one_arm_a_canary_and_a_shadow(capsys):
+    """Tiny counts: each server answered every request, and the figures exist for each."""
+    from benchmarks.experiment_arms import main as arms
+
+    figures = arms(["--quick"])
+    assert set(figures) == {"one_arm", "canary_50", "shadow"}
+    for entry in figures.values():
+        assert entry["failures"] == 0 and entry["per_s"] > 0
+    assert "x one arm" in capsys.readouterr().out
