@@ -23,6 +23,8 @@ from reloop_cli.columns import LABEL, MAIN_CHAIN, PCTR
 from reloop_cli.evaluation.evaluate import labelled_scores
 from reloop_cli.evaluation.metrics import calibration_buckets
 from reloop_cli.evaluation.statistics import format_interval
+from reloop_cli.operations.experiment import experiments_status
+from reloop_cli.operations.experiment_report import experiments_section
 from reloop_cli.operations.html_parts import fmt, png, table
 from reloop_cli.operations.replay_report import REPLAY_FILE, replay_section
 from reloop_cli.store.quarantine import quarantined
@@ -372,6 +374,7 @@ def build_report(ws: Workspace) -> str:
                     f"<h2>Versions and gate decisions (chain {html.escape(chain)})</h2>"
                 )
                 sections.append(_history(registry, chain))
+            sections.append(experiments_section(experiments_status(registry)))
     else:
         sections.append("<h2>Versions and gate decisions</h2>")
         sections.append(_history_missing())

@@ -200,6 +200,8 @@ def test_worse_rolled_back_better_promoted_equal_inconclusive(tmp_path, tiny_log
             pairs = set(mine.select("experiment_arm", "served_version").unique().iter_rows())
             assert pairs <= {("live", entry.live), ("candidate", entry.candidate)}
             assert store.looks(entry.id)[-1]["decision"] in ("rollback", "promote", "inconclusive")
+    report = (ws.root / "reports" / "report.html").read_text(encoding="utf-8")
+    assert "Online experiments" in report and "experiment lift" in report
 
 
 def _logged(ws: Workspace) -> int:
