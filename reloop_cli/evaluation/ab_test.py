@@ -118,16 +118,17 @@ class Lift:
         return asdict(self)
 
 
-def lift(units: pl.DataFrame, alpha: float, planned_units: int) -> Lift | None:
-    """R_candidate / R_live - 1 with its intervals; None while an arm has no click or < 2 units."""
+def lift(
+    units: pl.DataFrame, alpha: float, planned_units: int, per: str = "impressions"
+) -> Lift | None:
+    """R_candidate / R_live - 1 with its intervals, R clicks per impression (or per request,
+    `per = "requests"`: per slate); None while an arm has no click or < 2 units."""
     arms = {}
     for arm in (LIVE, CANDIDATE):
         part = units.filter(pl.col("experiment_arm") == arm)
         if part.height < 2 or part["clicks"].sum() == 0:
             return None
-        arms[arm] = _ratio(
-            part["clicks"].to_numpy(), part["impressions"].to_numpy().astype(np.float64)
-        )
+        arms[arm] = _ratio(part["clicks"].to_numpy(), part[per].to_numpy().astype(np.float64))
     (live, live_var), (cand, cand_var) = arms[LIVE], arms[CANDIDATE]
     value = cand / live - 1.0
     se = (cand / live) * math.sqrt(cand_var / cand**2 + live_var / live**2)

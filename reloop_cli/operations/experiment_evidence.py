@@ -70,6 +70,10 @@ def evidence(
         arms[ab_test.LIVE].units, arms[ab_test.CANDIDATE].units, experiment.share, settings.srm_p
     )
     lift = ab_test.lift(units, alpha, settings.planned_units) if units.height else None
+    # clicks per request (per slate): reported beside, the decision reads the per-impression one
+    per_request = (
+        ab_test.lift(units, alpha, settings.planned_units, per="requests") if units.height else None
+    )
     crossed = (
         units.group_by("experiment_unit").agg(pl.col("experiment_arm").n_unique().alias("n"))
         if units.height
@@ -81,6 +85,7 @@ def evidence(
         "share": experiment.share,
         "arms": {name: figures.to_dict() for name, figures in arms.items()},
         "lift": lift.to_dict() if lift else None,
+        "lift_per_request": per_request.to_dict() if per_request else None,
         "sample_ratio": split.to_dict(),
         "units_in_both_arms": int((crossed["n"] > 1).sum()),
         "alpha": alpha,

@@ -124,3 +124,17 @@ def test_a_broken_split_is_flagged_and_a_sound_one_is_not():
     broken = sample_ratio(5_000, 5_400, 0.5, 0.001)
     assert broken.broken and broken.p_value < 0.001
     assert sample_ratio(9_500, 500, 0.05, 0.001).broken is False
+
+
+def test_the_lift_per_request_divides_clicks_by_requests():
+    units = pl.DataFrame(
+        {
+            "experiment_arm": ["live"] * 3 + ["candidate"] * 3,
+            "experiment_unit": [f"u{i}" for i in range(6)],
+            "impressions": [10.0, 10.0, 10.0, 10.0, 10.0, 10.0],
+            "requests": [5.0, 5.0, 5.0, 2.0, 2.0, 2.0],
+            "clicks": [2.0, 3.0, 1.0, 2.0, 3.0, 1.0],
+        }
+    )
+    assert lift(units, 0.05, 100).value == pytest.approx(0.0)
+    assert lift(units, 0.05, 100, per="requests").value == pytest.approx(5 / 2 - 1)
