@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.serve_load import build_workspace, load, request_bodies
+from benchmarks.serve_load import build_workspace, load, median_rounds, request_bodies
 from reloop_cli.adapt.base import Rows
 from reloop_cli.adapt.error_memory import ErrorMemory, MemorySettings
 from reloop_cli.experiments.live_server import ServerProcess
@@ -128,15 +128,7 @@ def score_p99(ws, args, settings: dict[str, tuple[int, int]]) -> dict:
             encoded = [json.dumps(b).encode() for b in bodies]
             for name, server in servers.items():
                 runs[name].append(load(server.port, "/score", encoded, 1, 60))
-    figures = {}
-    for name, measured in runs.items():
-        figures[name] = {
-            key: float(np.median([m[key] for m in measured]))
-            for key in ("p50_ms", "p99_ms", "per_s")
-        }
-        figures[name]["failures"] = int(sum(m["failures"] for m in measured))
-        figures[name]["rounds_p99_ms"] = [m["p99_ms"] for m in measured]
-    return figures
+    return median_rounds(runs)
 
 
 def in_process(ws, spec, args, settings: dict[str, tuple[int, int]]) -> dict:

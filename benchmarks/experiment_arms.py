@@ -19,9 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.serve_load import build_workspace, load, request_bodies
+from benchmarks.serve_load import build_workspace, load, median_rounds, request_bodies
 from reloop_cli.experiments.live_server import Client, ServerProcess, wait_for
 from reloop_cli.operations.experiment import start_experiment
 from reloop_cli.serving.app import limit_threads
@@ -68,15 +66,7 @@ def measure(copies: dict[str, Workspace], quick: bool) -> dict:
             encoded = [json.dumps(b).encode() for b in bodies]
             for arm, server in servers.items():
                 runs[arm].append(load(server.port, "/score", encoded, 1, 60))
-    figures = {}
-    for arm, measured in runs.items():
-        figures[arm] = {
-            key: float(np.median([m[key] for m in measured]))
-            for key in ("p50_ms", "p99_ms", "per_s")
-        }
-        figures[arm]["failures"] = int(sum(m["failures"] for m in measured))
-        figures[arm]["rounds_p99_ms"] = [m["p99_ms"] for m in measured]
-    return figures
+    return median_rounds(runs)
 
 
 def main(argv: list[str] | None = None) -> dict:

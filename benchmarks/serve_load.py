@@ -123,6 +123,20 @@ def as_records(body: dict) -> dict:
     return {"dataframe_records": [{**body["context"], **c} for c in body["candidates"]]}
 
 
+def median_rounds(runs: dict[str, list[dict]]) -> dict:
+    """Per server, the median over rounds of `load`'s p50, p99 and throughput, the failures
+    summed and each round's p99 kept (the servers measured in turn, round after round)."""
+    figures = {}
+    for name, measured in runs.items():
+        figures[name] = {
+            key: float(np.median([m[key] for m in measured]))
+            for key in ("p50_ms", "p99_ms", "per_s")
+        }
+        figures[name]["failures"] = int(sum(m["failures"] for m in measured))
+        figures[name]["rounds_p99_ms"] = [m["p99_ms"] for m in measured]
+    return figures
+
+
 def load(
     port: int,
     path: str,

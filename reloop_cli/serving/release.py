@@ -104,11 +104,18 @@ def stage_release(ws: Workspace, version: int, chain: str = MAIN_CHAIN) -> tuple
     return staging, manifest
 
 
-def commit_release(ws: Workspace, staging: Path, manifest: dict) -> Path:
-    """Name the staged release and point LIVE at it (two renames, the pointer last)."""
+def _place(ws: Workspace, staging: Path, manifest: dict) -> Path:
+    """Write the manifest and rename the staged release into `releases/` (whole, or not at
+    all); the pointer that names it is written after."""
     ws.write_json(manifest, staging / MANIFEST)
     target = ws.releases / manifest["release"]
     os.rename(staging, target)
+    return target
+
+
+def commit_release(ws: Workspace, staging: Path, manifest: dict) -> Path:
+    """Name the staged release and point LIVE at it (two renames, the pointer last)."""
+    target = _place(ws, staging, manifest)
     pointer = {k: manifest[k] for k in ("release", "version", "chain", "published_at")}
     ws.write_json(pointer, ws.live_pointer)
     return target
@@ -117,9 +124,7 @@ def commit_release(ws: Workspace, staging: Path, manifest: dict) -> Path:
 def commit_candidate(ws: Workspace, staging: Path, manifest: dict, arm: dict) -> Path:
     """Name the staged release and point CANDIDATE at it, with the experiment's arm settings
     (`serving/arms.py`); LIVE is left as it is."""
-    ws.write_json(manifest, staging / MANIFEST)
-    target = ws.releases / manifest["release"]
-    os.rename(staging, target)
+    target = _place(ws, staging, manifest)
     ws.write_json({**arm, "release": manifest["release"]}, ws.serving / CANDIDATE_POINTER)
     return target
 
