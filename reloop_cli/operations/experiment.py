@@ -80,8 +80,10 @@ def start_experiment(
         ended=None,
         settings=dataclasses.asdict(settings),
     )
-    store.add(experiment)
+    # the pointer first: a run killed between the two leaves a pointer no experiment owns,
+    # which the next night withdraws (`judge_experiment`), never an experiment without arms
     publish_candidate(ws, candidate, _arm(experiment))
+    store.add(experiment)
     log.info(
         "experiment %s: v%d against live v%d, %s at %.1f%%",
         experiment.id,
@@ -110,6 +112,12 @@ def judge_experiment(
     store = Experiments(registry)
     experiment = store.running(MAIN_CHAIN)
     if experiment is None:
+        left = read_candidate(ws.serving)
+        if left is not None:  # a run killed after ending (or before recording) an experiment
+            withdraw_candidate(ws)
+            log.warning(
+                "withdrew candidate v%d of %s: no experiment runs", left.version, left.experiment
+            )
         return None
     settings = dataclasses.replace(spec.experiment, **_fields(experiment.settings, spec.experiment))
     experiment.looks += 1

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from reloop_cli.operations.experiment import start_experiment, stop_experiment
-from reloop_cli.serving.arms import BUCKETS, bucket, in_candidate, unit_of
+from reloop_cli.operations.experiment import judge_experiment, start_experiment, stop_experiment
+from reloop_cli.serving.arms import BUCKETS, bucket, in_candidate, read_candidate, unit_of
 from reloop_cli.store.experiments import Experiments
 from reloop_cli.store.registry import Registry
 from reloop_cli.training.train import Lineage, train_version
@@ -177,3 +177,15 @@ def test_starting_ramping_and_ending_an_experiment_fails_no_request(two_versions
         assert payload["version"] == (
             2 if payload.get("experiment", {}).get("arm") == "candidate" else 1
         )
+
+
+def test_a_candidate_left_by_a_killed_run_is_withdrawn_by_the_next_night(two_versions):
+    ws, spec = two_versions
+    with Registry(ws) as registry:
+        experiment = start_experiment(ws, registry, spec, 2)
+        store = Experiments(registry)
+        experiment.status = "promoted"  # as a run killed after recording, before withdrawing
+        store.update(experiment)
+        assert read_candidate(ws.serving) is not None
+        assert judge_experiment(ws, registry, spec) is None
+    assert read_candidate(ws.serving) is None
