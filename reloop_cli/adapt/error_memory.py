@@ -73,6 +73,11 @@ class ErrorMemory(Adapter):
     name = "reloop2"
 
     def __init__(self, settings: MemorySettings, key_dim: int) -> None:
+        if key_dim < 1:
+            raise BadInput(
+                "adapter reloop2: the model has no layer to key its memory by (model lr); "
+                "serve a model with embeddings, or another adapter"
+            )
         self.settings = settings.validate()
         self.key_dim = key_dim
         k, bits = settings.arrays, settings.bits

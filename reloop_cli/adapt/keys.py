@@ -64,6 +64,14 @@ def key_layer(model: nn.Module, kind: str = "hidden") -> tuple[nn.Module, bool]:
     return outputs[-1], True
 
 
+def no_key(model: nn.Module) -> str:
+    """Why a model's memory cannot be keyed (a logistic regression never reads an embedding)."""
+    return (
+        f"model {type(model).__name__}: its forward pass has no layer to key ReLoop2's memory "
+        "by (a model with embeddings, such as deepfm, has one)"
+    )
+
+
 class ProbabilityAndKey(nn.Module):
     """The network with its sigmoid and the key, read in the same pass by a hook on
     `key_layer`: run eagerly by `predict_with_keys`, traced by `reloop serve` (the hook's tensor
@@ -91,6 +99,8 @@ class ProbabilityAndKey(nn.Module):
             logits = self.model(categorical, dense)
         finally:
             handle.remove()
+        if not captured:  # a logistic regression never reads its embedding: an empty key
+            return torch.sigmoid(logits), logits.new_zeros((logits.shape[0], 0))
         key = captured[-1]
         key = key.reshape(key.shape[0], -1)
         if self.standardize:
@@ -143,6 +153,8 @@ def training_key_stats(ws: Workspace, loaded: LoadedVersion) -> KeyStats:
     frame = ws.scan_logs(days).sort(TS, IMPRESSION_ID).collect()
     step = max(1, frame.height // STATS_ROWS)
     _, keys, _ = score_with_keys(ws, loaded, frame[::step].lazy(), "preactivation")
+    if keys.shape[1] == 0:
+        raise BadInput(no_key(loaded.model))
     return KeyStats(
         mean=keys.mean(axis=0).astype(float).tolist(),
         std=keys.std(axis=0).astype(float).tolist(),

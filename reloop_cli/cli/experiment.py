@@ -17,6 +17,7 @@ from reloop_cli.cli.common import (
     WorkspaceOpt,
     app,
     emit_json,
+    err,
     out,
     run_stage,
 )
@@ -69,6 +70,12 @@ def _start(workspace: Path, spec_path, version: int | None, shares, shadow, as_j
             )
 
     started = run_stage(action)
+    if version is not None and started.mode == "aa":  # said loudly: it decides nothing
+        err.print(
+            f"warning: v{version} is the live version, so experiment {started.id} is an A/A "
+            "test of the split (it never promotes or rolls back); to test a candidate, name "
+            "another version (`reloop status` lists them)"
+        )
     if as_json:
         emit_json(started.to_dict())
         return

@@ -21,7 +21,11 @@ from reloop_cli.cli.common import (
     out,
     run_stage,
 )
-from reloop_cli.cli.online import render_closed_loop_worlds, render_over_http
+from reloop_cli.cli.online import (
+    render_closed_loop_worlds,
+    render_online_policy,
+    render_over_http,
+)
 from reloop_cli.runtime.progress import note
 from reloop_cli.store.workspace import DEFAULT_WORKSPACE, Workspace
 
@@ -63,11 +67,20 @@ def simulate(
             "nightly by `reloop run --from-server`, beside the same loop in process.",
         ),
     ] = False,
+    online_policy: Annotated[
+        bool,
+        typer.Option(
+            "--online-policy",
+            help="The loop over HTTP, where candidates earn promotion by the spec's [experiment] "
+            "(canary); each verdict set against the world's truth, beside the gate alone's.",
+        ),
+    ] = False,
     mode: Annotated[
         str, typer.Option(help="Closed loop: paired (same requests) or ab.")
     ] = "paired",
     requests: Annotated[int, typer.Option(help="Closed loop: requests a day.")] = 6_000,
     candidates: Annotated[int, typer.Option(help="Closed loop: candidates a request.")] = 20,
+    users: Annotated[int, typer.Option(help="Closed loop: users in each world.")] = 300,
     slots: Annotated[int, typer.Option(help="Closed loop: items shown a request.")] = 5,
     policy: Annotated[str, typer.Option(help="Closed loop: epsilon or softmax.")] = "epsilon",
     epsilon: Annotated[float, typer.Option(help="Closed loop: exploration share.")] = 0.05,
@@ -104,6 +117,7 @@ def simulate(
     Example: reloop simulate --days 7 --seeds 3 --world-seeds 3
     Example: reloop simulate --closed-loop --days 14 --world-seeds 3
     Example: reloop simulate --closed-loop --over-http --arms reloop --days 7
+    Example: reloop simulate --online-policy --arms reloop --days 12 --users 2000
     Example: reloop simulate --closed-loop --arms bce,bce+reloop2
     """
     from reloop_cli.evaluation.policies import Policy
@@ -114,6 +128,7 @@ def simulate(
     )
 
     delay = run_stage(lambda: duration_option("--label-delay", label_delay))
+    over_http = over_http or online_policy  # the policy runs with real processes
     closed = ClosedLoopSettings(
         mode,
         requests,
@@ -123,6 +138,8 @@ def simulate(
         intraday_trend,
         intraday_base_shift,
         delay,
+        users,
+        online_policy,
     )
     request = SimulationRequest(
         days=days,
@@ -142,7 +159,9 @@ def simulate(
     outcome = run_stage(lambda: run_simulation(Workspace(workspace), request, on_step=note))
     if as_json:
         emit_json(outcome.payload)
-    elif closed_loop and over_http:
+    elif online_policy:
+        render_online_policy(outcome.result, outcome.payload["summary"])
+    elif over_http:
         render_over_http(outcome.result)
     elif closed_loop:
         render_closed_loop_worlds(outcome.result, outcome.payload)

@@ -139,3 +139,53 @@ def render_over_http(results) -> None:
             f"nightly runs: {len(result.runs)} ({refused} refused or inconclusive at the gate); "
             f"server {stopped}"
         )
+
+
+def render_online_policy(results, summary: dict) -> None:
+    """Per world, each candidate: the gate's verdict, its experiment's, and its true lift; then
+    how often each policy promoted a truly better, a truly worse and a harmful candidate."""
+    for result in results:
+        if not result.candidates:
+            outcomes = ", ".join(run["outcome"] for run in result.runs)
+            out.print(
+                f"world {result.world}: no candidate was tested against a live version "
+                f"(nightly runs: {outcomes})"
+            )
+            continue
+        table = Table(
+            title=f"world {result.world}: candidates, the gate, the experiment and the truth"
+        )
+        for column in ("candidate", "vs live", "trained on", "gate", "experiment", "true lift"):
+            table.add_column(column, justify="left" if column == "trained on" else "right")
+        for candidate in result.candidates:
+            online = candidate.online or "-"
+            if candidate.nights:
+                online += f" ({candidate.nights} night(s))"
+            lift = f"{candidate.true_lift:+.2%}" if candidate.truth else "-"
+            table.add_row(
+                f"v{candidate.version}",
+                f"v{candidate.live}",
+                candidate.day,
+                candidate.gate,
+                online,
+                lift,
+            )
+        out.print(table)
+    table = Table(
+        title=f"promotions over {summary['candidates']} judged candidate(s) "
+        f"(harmful: true lift below -{summary['margin']:.0%}; 95% Wilson intervals)"
+    )
+    for column in ("policy", "truly better", "truly worse", "harmful"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for policy, rows in summary["promotions"].items():
+        cells = []
+        for label in ("better", "worse", "harmful"):
+            row, rate = rows[label], rows[label]["rate"]
+            interval = f" [{rate['low']:.2f}, {rate['high']:.2f}]" if rate else ""
+            cells.append(f"{row['promoted']}/{row['of']}{interval}")
+        table.add_row(policy.replace("_", " "), *cells)
+    out.print(table)
+    if summary["running_at_end"]:
+        out.print(
+            f"{summary['running_at_end']} experiment(s) still running at the end: not counted"
+        )

@@ -172,8 +172,8 @@ def _cycle_summary(result) -> str:
     for record in result.quarantined:
         joined += f"quarantined {record['source']}: {record['reason']} (now {record['path']})\n"
     waiting = f"{result.waiting}\n" if result.waiting else ""
-    looked = result.experiment and result.experiment.get("decision") not in (None, "started")
-    if looked and result.outcome != "experiment":  # an ingest-only night says it in its outcome
+    ingest_only = result.outcome == "experiment" and result.gate is None  # says it below
+    if result.experiment and not ingest_only:  # the look that ended it, or an A/A's night
         waiting = _experiment_line(result.experiment) + "\n" + waiting
     published = ""
     if result.published:
@@ -183,14 +183,17 @@ def _cycle_summary(result) -> str:
     return _late_summary(result) + joined + warnings + waiting + _cycle_outcome(result) + published
 
 
+def _started_line(experiment: dict) -> str:
+    """The experiment this run's candidate started."""
+    return (
+        f"exposed to {experiment['share']:.1%} of units in experiment {experiment['id']} "
+        f"({experiment['mode']}); judged nightly on its clicks"
+    )
+
+
 def _experiment_line(tonight: dict) -> str:
-    """What happened to the running experiment tonight (or the one this run started)."""
+    """What happened to the running experiment tonight."""
     experiment = tonight.get("experiment") or {}
-    if tonight.get("decision") == "started":
-        return (
-            f"exposed to {experiment['share']:.1%} of units in experiment {experiment['id']} "
-            f"({experiment['mode']}); judged nightly on its clicks"
-        )
     return (
         f"experiment {experiment.get('id')}, night {experiment.get('looks')}: "
         f"{tonight.get('decision')} ({tonight.get('why')})"
@@ -240,8 +243,10 @@ def _cycle_outcome(result) -> str:
         CycleOutcome.PROMOTED: "promoted" + (" (FORCED past the gate)" if gate.forced else ""),
         CycleOutcome.REJECTED: f"rejected: {reasons}",
         CycleOutcome.INCONCLUSIVE: f"inconclusive, live keeps serving: {reasons}",
-        CycleOutcome.EXPERIMENT: "passed the gate; " + _experiment_line(result.experiment or {}),
+        CycleOutcome.EXPERIMENT: "passed the gate; ",
     }[result.outcome]
+    if result.outcome == CycleOutcome.EXPERIMENT:
+        verdict += _started_line(result.experiment_started)
     if result.outcome == CycleOutcome.PROMOTED and gate.difference and not gate.forced:
         verdict += (
             f" (not worse than live by more than {gate.rule.max_auc_drop} AUC / "

@@ -78,6 +78,7 @@ class ClosedLoopConfig:
     intraday_trend: float = 0.0
     intraday_base_shift: float = 0.0
     label_delay_seconds: float = 3_600.0  # an adapted arm's labels arrive this late
+    users: int = 300  # the world's users (synth's): an experiment randomises them into arms
 
     def validate(self, arms: list[str]) -> ClosedLoopConfig:
         if self.mode not in MODES:
@@ -91,6 +92,8 @@ class ClosedLoopConfig:
             check_adapter(arm)
         if self.label_delay_seconds < 0:
             raise BadInput("label_delay: must be >= 0")
+        if self.users < 1:
+            raise BadInput("users: must be >= 1")
         self.policy.validate(self.candidates)
         return self
 
@@ -99,6 +102,7 @@ class ClosedLoopConfig:
             seed=self.world,
             intraday_trend=self.intraday_trend,
             intraday_base_shift=self.intraday_base_shift,
+            users=self.users,
         )
 
 
@@ -136,7 +140,7 @@ class Arm:
         return split_arm(self.name)[1]
 
 
-def _scores(arm: Arm, world: World, requests: Requests) -> np.ndarray:
+def version_scores(arm: Arm, world: World, requests: Requests) -> np.ndarray:
     """[requests, candidates] pCTR of the arm's live version (uniform before it has one)."""
     n, k = requests.items.shape
     if arm.live is None:
@@ -146,7 +150,7 @@ def _scores(arm: Arm, world: World, requests: Requests) -> np.ndarray:
     return scored[PCTR].to_numpy().astype(np.float64).reshape(n, k)
 
 
-def _policy_truth(
+def policy_truth(
     world: World, requests: Requests, scores: np.ndarray, policy: policies.Policy, seed: list[int]
 ) -> float:
     """A version's expected online CTR on these requests, known to the simulator: its policy
@@ -302,7 +306,7 @@ def _serve_day(
         )
         shown, propensity, pctr = adapted.shown, adapted.propensity, adapted.pctr
     else:
-        scores = _scores(state, world, requests)
+        scores = version_scores(state, world, requests)
         shown, propensity = policies.serve(policy, scores, rng)
         pctr = None if explored else np.take_along_axis(scores, shown, axis=1)
     truth = true_probabilities(world, requests, shown)
@@ -366,10 +370,10 @@ def _learn(
     promote = True
     if held.any() and (config.policy.kind == "softmax" or config.policy.epsilon > 0):  # OPE
         holdout = requests.subset(np.flatnonzero(held))  # needs exploration to have support
-        candidate = _scores(replace(state, live=trained.version), world, holdout)
+        candidate = version_scores(replace(state, live=trained.version), world, holdout)
         target = policies.logged_probabilities(config.policy, candidate, shown[held])
         estimate = offpolicy.estimate(clicks[held], propensity[held], target, config.clip)
-        actual = _policy_truth(
+        actual = policy_truth(
             world,
             holdout,
             candidate,

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 
 import numpy as np
@@ -114,15 +114,69 @@ def run_over_http(
     the folder is this command's own); call under `root`'s lock."""
     closed = config.closed.validate([config.arm])
     ws = root.over_http_world(closed.world)
+    served = serve_days(ws, served_loop_spec(spec, config), closed, config.timeout_seconds, on_step)
+    on_step("the same world and policy in process")
+    in_process = run_closed_loop(
+        Workspace(ws.root / "in-process"), spec, [config.arm], closed, on_step=on_step
+    )
+    base = in_process.request_clicks[config.arm]
+    differences = [
+        difference(base[i], served.clicks[i], True, closed.policy.slots)
+        for i in range(len(served.days))
+    ]
+    return OverHttpResult(
+        config,
+        served.days,
+        served.online,
+        served.runs,
+        in_process,
+        differences,
+        served.server_exit,
+    )
+
+
+@dataclass
+class ServedDays:
+    """What the world's days over HTTP gave: per day the online figures and each request's
+    clicks, per night the run's summary, and how the server stopped."""
+
+    days: list[str] = field(default_factory=list)
+    online: list[dict] = field(default_factory=list)
+    clicks: list[np.ndarray] = field(default_factory=list)  # per day: clicks of each request
+    runs: list[dict] = field(default_factory=list)
+    server_exit: int = 0
+
+
+def serves_live(client: Client, run: dict) -> bool:
+    """The server serves the live version tonight's run left (any, when none is live)."""
+    live = run.get("live_after")
+    return live is None or client.health().get("version") == live
+
+
+def serve_days(
+    ws: Workspace,
+    served: Spec,
+    closed: ClosedLoopConfig,
+    timeout: float,
+    on_step: Callable[[str], None],
+    before_day: Callable[[World, Requests], None] = lambda world, requests: None,
+    before_night: Callable[[], None] = lambda: None,
+    after_night: Callable[[dict, str], None] = lambda run, day: None,
+    ready: Callable[[Client, dict], bool] = serves_live,
+) -> ServedDays:
+    """The served loop in `ws` (replaced: the folder is the caller's own): a `reloop serve`
+    process, each day the world's requests over HTTP and their clicks, each night `reloop run
+    --from-server`; then wait until the server is `ready` for the next day. `before_day` sees
+    the day's requests before they are served, `before_night` runs before each nightly run,
+    `after_night` sees its summary."""
     if ws.root.exists():
         shutil.rmtree(ws.root)
     ws.root.mkdir(parents=True)
-    served = served_loop_spec(spec, config)
     remember_spec(ws, served)
     world = World(closed.world_config())
     window = duration_seconds(served.data.attribution_window) + served.serving.flush_seconds
-    days, online, runs, clicks_by_day = [], [], [], []
-    with ServerProcess(ws.root, ("--trust-client-time",), timeout=config.timeout_seconds) as server:
+    found = ServedDays()
+    with ServerProcess(ws.root, ("--trust-client-time",), timeout=timeout) as server:
         client = Client(server.port)
         try:
             posted = 0
@@ -130,44 +184,37 @@ def run_over_http(
                 day = (np.datetime64(world.config.start_date) + np.timedelta64(index, "D")).astype(
                     str
                 )
-                days.append(day)
+                found.days.append(day)
                 requests = draw_requests(world, index, day, closed)
+                before_day(world, requests)
                 on_step(f"day {index} ({day}): {len(requests):,} requests over HTTP")
-                record, clicks, posted_today = _serve_day(client, world, requests, closed)
+                record, clicks, posted_today = serve_day(client, world, requests, closed)
                 posted += posted_today
-                online.append(record)
-                clicks_by_day.append(clicks.sum(axis=1))
+                found.online.append(record)
+                found.clicks.append(clicks.sum(axis=1))
                 expected = len(requests) * closed.policy.slots
                 wait_for(
                     f"the server's logs of {day}",
-                    partial(_logged, ws, day, posted, expected),
-                    config.timeout_seconds,
+                    partial(logged, ws, day, posted, expected),
+                    timeout,
                 )
                 if index < closed.days:
                     as_of = world.day_start(index + 1) + window + 1
                     on_step(f"night {index}: reloop run --from-server --as-of {as_of}")
-                    run = _nightly_run(ws, as_of, config.timeout_seconds)
-                    runs.append(run)
-                    live = run.get("live_after")
-                    if live is not None:
-                        wait_for(
-                            f"the server to serve v{live}",
-                            partial(_serves, client, live),
-                            config.timeout_seconds,
-                        )
+                    before_night()
+                    run = nightly_run(ws, as_of, timeout)
+                    found.runs.append(run)
+                    after_night(run, day)
+                    wait_for(
+                        "the server to serve what tonight's run published",
+                        partial(ready, client, run),
+                        timeout,
+                    )
                 world.advance(index + 1)
         finally:
             client.close()
-        server_exit = server.stop()
-    on_step("the same world and policy in process")
-    in_process = run_closed_loop(
-        Workspace(ws.root / "in-process"), spec, [config.arm], closed, on_step=on_step
-    )
-    base = in_process.request_clicks[config.arm]
-    differences = [
-        difference(base[i], clicks_by_day[i], True, closed.policy.slots) for i in range(len(days))
-    ]
-    return OverHttpResult(config, days, online, runs, in_process, differences, server_exit)
+        found.server_exit = server.stop()
+    return found
 
 
 def _request_body(world: World, requests: Requests, row: int, slots: int) -> dict:
@@ -189,7 +236,7 @@ def _request_body(world: World, requests: Requests, row: int, slots: int) -> dic
     }
 
 
-def _serve_day(
+def serve_day(
     client: Client, world: World, requests: Requests, closed: ClosedLoopConfig
 ) -> tuple[dict, np.ndarray, int]:
     """One day over HTTP: score every request, click from the truth, post the clicks."""
@@ -197,12 +244,14 @@ def _serve_day(
     shown = np.zeros((len(requests), slots), np.int64)
     impression_ids: list[list[str]] = []
     versions: set = set()
+    arms = np.full(len(requests), "", dtype=object)  # the experiment arm that served, if any
     for row in range(len(requests)):
         answer = client.post("/score", _request_body(world, requests, row, slots))
         slate = answer["slate"]
         shown[row] = [entry["candidate"] for entry in slate]
         impression_ids.append([entry["impression_id"] for entry in slate])
         versions.add(answer["version"])
+        arms[row] = (answer.get("experiment") or {}).get("arm", "")
     truth = true_probabilities(world, requests, shown)
     clicks = requests.uniforms < truth
     batch = []
@@ -221,6 +270,15 @@ def _serve_day(
         "requests": len(requests),
         **online_figures(clicks, truth, items, np.unique(requests.items)),
     }
+    if any(arms):  # an experiment ran: what each arm's requests got
+        record["arms"] = {
+            str(arm): {
+                "requests": int((arms == arm).sum()),
+                "ctr": float(clicks[arms == arm].mean()),
+                "expected_ctr": float(truth[arms == arm].mean()),
+            }
+            for arm in sorted(set(arms))
+        }
     return record, clicks, int(clicks.sum())
 
 
@@ -228,7 +286,7 @@ def _rows(parts: list) -> int:
     return pl.scan_parquet(parts).select(pl.len()).collect().item() if parts else 0
 
 
-def _logged(ws: Workspace, day: str, clicks: int, impressions: int) -> bool:
+def logged(ws: Workspace, day: str, clicks: int, impressions: int) -> bool:
     """Every impression of `day` and every click posted so far is on disk."""
     logs = ws.serving_logs
     shown = _rows(sorted((logs / IMPRESSIONS / f"day={day}").glob("*.parquet")))
@@ -236,11 +294,7 @@ def _logged(ws: Workspace, day: str, clicks: int, impressions: int) -> bool:
     return shown == impressions and clicked == clicks
 
 
-def _serves(client: Client, version: int) -> bool:
-    return client.health().get("version") == version
-
-
-def _nightly_run(ws: Workspace, as_of: float, timeout: float) -> dict:
+def nightly_run(ws: Workspace, as_of: float, timeout: float) -> dict:
     """`reloop run --from-server` as cron would start it; its JSON summary."""
     command = [
         sys.executable,
@@ -263,5 +317,16 @@ def _nightly_run(ws: Workspace, as_of: float, timeout: float) -> dict:
 
 
 def _brief(summary: dict) -> dict:
-    keep = ("outcome", "candidate", "live_after", "published", "join")
-    return {key: summary.get(key) for key in keep}
+    keep = (
+        "outcome",
+        "candidate",
+        "live_before",
+        "live_after",
+        "published",
+        "join",
+        "experiment",
+        "experiment_started",
+    )
+    brief = {key: summary.get(key) for key in keep}
+    brief["gate"] = (summary.get("gate") or {}).get("outcome")  # passed, refused, inconclusive
+    return brief

@@ -17,6 +17,7 @@ from reloop_cli.errors import BadInput
 from reloop_cli.evaluation.policies import Policy
 from reloop_cli.experiments.closed_loop import ClosedLoopConfig, run_closed_loop
 from reloop_cli.experiments.online import ClosedLoopResult, across_worlds
+from reloop_cli.experiments.online_policy import PolicyResult, run_online_policy, summarize
 from reloop_cli.experiments.over_http import OverHttpConfig, OverHttpResult, run_over_http
 from reloop_cli.experiments.repeats import RepeatsResult, simulate_repeats
 from reloop_cli.experiments.simulate import SimulateResult, parse_arms, simulate
@@ -48,6 +49,10 @@ class ClosedLoopSettings:
     intraday_trend: float = 0.0  # the worlds drift within each day (synth's --intraday-*)
     intraday_base_shift: float = 0.0
     label_delay_seconds: float = 3_600.0  # an adapted arm's labels arrive this late
+    users: int = 300  # each world's users
+    # over HTTP: the spec's [experiment] promotes (`online_policy.py`), each candidate set
+    # against the world's truth
+    online_policy: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,13 @@ class SimulationRequest:
 class SimulationOutcome:
     """The result (one run, repeats, or closed-loop worlds) and the report written from it."""
 
-    result: SimulateResult | RepeatsResult | list[ClosedLoopResult] | list[OverHttpResult]
+    result: (
+        SimulateResult
+        | RepeatsResult
+        | list[ClosedLoopResult]
+        | list[OverHttpResult]
+        | list[PolicyResult]
+    )
     payload: dict  # what was saved for the report, as JSON
     report: Path
 
@@ -144,6 +155,8 @@ def _closed_loop(
         raise BadInput(
             "over_http: one arm without an adapter (--arms reloop), paired with its in-process loop"
         )
+    if settings.online_policy and not settings.over_http:
+        raise BadInput("online_policy: runs with real processes; add --over-http")
     results = []
     with ws.lock():
         for world in range(request.world_seeds or 1):
@@ -157,12 +170,20 @@ def _closed_loop(
                 intraday_trend=settings.intraday_trend,
                 intraday_base_shift=settings.intraday_base_shift,
                 label_delay_seconds=settings.label_delay_seconds,
+                users=settings.users,
             )
+            if settings.online_policy:
+                over = OverHttpConfig(config, arms[0])
+                results.append(run_online_policy(ws, spec, over, on_step=on_step))
+                continue
             if settings.over_http:
                 over = run_over_http(ws, spec, OverHttpConfig(config, arms[0]), on_step=on_step)
                 results.append(over)
                 continue
             results.append(run_closed_loop(ws, spec, arms, config, on_step=on_step))
+        if settings.online_policy:
+            payload = {"worlds": [r.to_dict() for r in results], "summary": summarize(results)}
+            return SimulationOutcome(results, payload, save_over_http(ws, payload, "policy"))
         if settings.over_http:
             payload = {"worlds": [r.to_dict() for r in results]}
             return SimulationOutcome(results, payload, save_over_http(ws, payload))

@@ -83,7 +83,8 @@ class CycleResult:
     # why nothing was trained although rows are held (`--from-server`: no day complete yet)
     waiting: str | None = None
     quarantined: list[dict] = field(default_factory=list)  # files set aside this run
-    experiment: dict | None = None  # tonight's look at a running experiment, or the one started
+    experiment: dict | None = None  # tonight's look at the experiment that ran (--from-server)
+    experiment_started: dict | None = None  # the experiment this run's candidate started
     sources: list[InputFile] = field(default_factory=list, repr=False)  # the new files, to ingest
 
     def to_dict(self) -> dict:
@@ -273,7 +274,7 @@ def judge(
     if verdict.passed and not verdict.forced and experiments:
         registry.decide(candidate, VersionStatus.CANDIDATE, {"gate": verdict.to_dict()})
         started = start_experiment(ws, registry, spec, candidate)
-        result.experiment = {"experiment": started.to_dict(), "decision": "started"}
+        result.experiment_started = started.to_dict()
         result.outcome = CycleOutcome.EXPERIMENT
         log.info("v%d passed the gate: experiment %s", candidate, started.id)
     elif verdict.passed or verdict.forced:  # not even --force promotes a NaN pCTR

@@ -112,12 +112,7 @@ def judge_experiment(
     store = Experiments(registry)
     experiment = store.running(MAIN_CHAIN)
     if experiment is None:
-        left = read_candidate(ws.serving)
-        if left is not None:  # a run killed after ending (or before recording) an experiment
-            withdraw_candidate(ws)
-            log.warning(
-                "withdrew candidate v%d of %s: no experiment runs", left.version, left.experiment
-            )
+        _withdraw_orphan(ws)
         return None
     settings = dataclasses.replace(spec.experiment, **_fields(experiment.settings, spec.experiment))
     experiment.looks += 1
@@ -129,6 +124,22 @@ def judge_experiment(
     _apply(ws, registry, store, experiment, decision, {"why": why, "evidence": found})
     log.info("experiment %s, night %d: %s (%s)", experiment.id, experiment.looks, decision, why)
     return {"experiment": experiment.to_dict(), "decision": decision, "why": why, **found}
+
+
+def _withdraw_orphan(ws: Workspace) -> None:
+    """No experiment runs: a candidate pointer left (by a run killed after ending, or before
+    recording, an experiment) or damaged is withdrawn, so servers go back to live alone."""
+    try:
+        left = read_candidate(ws.serving)
+    except BadInput as error:
+        withdraw_candidate(ws)
+        log.warning("withdrew a damaged candidate pointer: %s", error)
+        return
+    if left is not None:
+        withdraw_candidate(ws)
+        log.warning(
+            "withdrew candidate v%d of %s: no experiment runs", left.version, left.experiment
+        )
 
 
 def _fields(recorded: dict, spec_settings) -> dict:
@@ -179,8 +190,7 @@ def stop_experiment(ws: Workspace, registry: Registry, why: str) -> Experiment |
     store = Experiments(registry)
     experiment = store.running(MAIN_CHAIN)
     if experiment is None:
-        if read_candidate(ws.serving) is not None:
-            withdraw_candidate(ws)  # a pointer left by a run killed mid-way
+        _withdraw_orphan(ws)
         return None
     store.record_look(experiment, time.time(), {"stopped": why}, "stopped")
     if registry.live(MAIN_CHAIN) != experiment.candidate:  # not A/A, not promoted by hand

@@ -50,9 +50,10 @@ def save_closed_loop(ws: Workspace, payload: dict) -> Path:
     return path
 
 
-def save_over_http(ws: Workspace, payload: dict) -> Path:
-    """Keep the last loop over HTTP (`simulate --closed-loop --over-http`) beside the others."""
-    path = ws.reports / OVER_HTTP_FILE
+def save_over_http(ws: Workspace, payload: dict, kind: str = "") -> Path:
+    """Keep the last loop over HTTP (`simulate --closed-loop --over-http`, or with
+    `--online-policy`: kind "policy") beside the others."""
+    path = ws.reports / (f"{kind}_{OVER_HTTP_FILE}" if kind else OVER_HTTP_FILE)
     ws.write_json(payload, path)
     return path
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reloop_cli.errors import BadInput
+
 CANDIDATE_POINTER = "CANDIDATE"
 ARM_MODES = ("canary", "shadow", "aa")
 BUCKETS = 10_000  # a share is honoured to 1 in 10,000
@@ -79,12 +81,18 @@ def read_candidate(serving_root: Path) -> ArmPointer | None:
     path = serving_root / CANDIDATE_POINTER
     if not path.is_file():
         return None
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    return ArmPointer(
-        str(raw["experiment"]),
-        str(raw["release"]),
-        int(raw["version"]),
-        str(raw["mode"]),
-        float(raw["share"]),
-        int(raw["stage"]),
-    )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return ArmPointer(
+            str(raw["experiment"]),
+            str(raw["release"]),
+            int(raw["version"]),
+            str(raw["mode"]),
+            float(raw["share"]),
+            int(raw["stage"]),
+        )
+    except (ValueError, KeyError, TypeError) as error:  # damaged by hand or by the disk
+        raise BadInput(
+            f"{path}: unreadable experiment pointer ({type(error).__name__}: {error}); "
+            "`reloop experiment stop` removes it"
+        ) from None

@@ -168,7 +168,10 @@ def load_release(serving_root: Path, name: str) -> Release:
 def prune_releases(ws: Workspace, keep: int) -> list[str]:
     """Remove all but the newest `keep` releases (the live one and an experiment's candidate
     always stay)."""
-    candidate = read_candidate(ws.serving)
+    try:
+        candidate = read_candidate(ws.serving)
+    except BadInput:  # which release it names is unknown: prune nothing until it is fixed
+        return []
     kept = {(pointer(ws.serving) or {}).get("release"), candidate.release if candidate else None}
     folders = [p for p in ws.releases.glob("v*") if p.is_dir()]
     names = [p.name for p in sorted(folders, key=lambda p: p.stat().st_mtime)]  # oldest first

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reloop_cli.errors import BadInput
 from reloop_cli.evaluation import policies
 from reloop_cli.serving.arms import (
     ARM_MODES,
@@ -116,6 +117,7 @@ class Service:
         self.flusher = Flusher([self.impressions, self.clicks], settings.flush_seconds)
         self.live: Live | None = None
         self.trial: Trial | None = None  # a running experiment's candidate (serving/arms.py)
+        self.trial_error: str | None = None  # why serving/CANDIDATE could not be read
         experiment = config.spec.experiment
         self.unit_field = experiment.unit or config.spec.adapt.group_field
         self.cold = RequestEncoder.without_vocabulary(config.spec)  # logs before any version
@@ -172,6 +174,7 @@ class Service:
                 if self.trial is not None
                 else None
             ),
+            "experiment_error": self.trial_error,
             "boot": self.boot,
             "buffered": {w.kind: len(w.rows) for w in (self.impressions, self.clicks)},
         }
@@ -224,7 +227,14 @@ class Service:
     def _reload_trial(self) -> None:
         """Follow `serving/CANDIDATE`: load a new candidate beside the live one, take a new
         share or stage as it is, drop the arm when the experiment ended."""
-        named = read_candidate(self.config.serving_root)
+        try:
+            named = read_candidate(self.config.serving_root)
+        except BadInput as error:  # a damaged pointer: live alone, said once, shown in /health
+            if self.trial_error != str(error):
+                log.error("%s; serving live alone", error)
+            self.trial_error, self.trial = str(error), None
+            return
+        self.trial_error = None
         current = self.trial
         if named is None or named.mode not in ARM_MODES:
             if current is not None:

@@ -181,6 +181,10 @@ class Workspace:
     def closed_loop_arm(self, world: int, arm: str) -> Workspace:
         return Workspace(self.closed_loop_world(world) / "arms" / arm)
 
+    def online_policy_world(self, world: int) -> Workspace:
+        """Where `simulate --over-http --online-policy` runs world `world`'s promotion policy."""
+        return Workspace(self.root / "over-http" / f"policy-world-{world}")
+
     def over_http_world(self, world: int) -> Workspace:
         """Where `simulate --closed-loop --over-http` runs world `world`: a workspace of its own
         that `reloop serve` and `reloop run --from-server` share, as in production."""

@@ -16,9 +16,9 @@ from reloop_cli.experiments.closed_loop import (
     CHAIN,
     Arm,
     ClosedLoopConfig,
-    _scores,
     draw_requests,
     run_closed_loop,
+    version_scores,
 )
 from reloop_cli.experiments.synth import SynthConfig, World
 from reloop_cli.spec.pipeline import load_spec
@@ -79,7 +79,7 @@ def adapted(live_arm, name: str, spec=None):
 @pytest.mark.slow
 def test_an_adapter_that_changes_nothing_serves_what_its_version_serves(live_arm):
     spec, arm, world, requests = live_arm
-    scores = _scores(arm, world, requests)
+    scores = version_scores(arm, world, requests)
     plain, _ = policies.serve(GREEDY, scores, np.random.default_rng(0))
     still = adapted(live_arm, "reloop2", spec.override("adapt", memory_weight=0.0))
     assert np.array_equal(still.shown, plain)

@@ -189,3 +189,69 @@ def test_a_candidate_left_by_a_killed_run_is_withdrawn_by_the_next_night(two_ver
         assert read_candidate(ws.serving) is not None
         assert judge_experiment(ws, registry, spec) is None
     assert read_candidate(ws.serving) is None
+
+
+def test_a_damaged_candidate_pointer_serves_live_alone_and_is_withdrawn(two_versions, tiny_logs):
+    ws, spec = two_versions
+    with Registry(ws) as registry:
+        experiment = start_experiment(ws, registry, spec, 2)
+    pointer = ws.serving / "CANDIDATE"
+    pointer.write_text('{"experiment": "' + experiment.id + '", "rel')  # cut mid-write
+    with client_for(ws, spec) as client:  # it boots, and serves live to everyone
+        answers = [client.post("/score", json=body) for body in requests(tiny_logs)[:20]]
+        health = client.get("/health").json()
+    assert [a.status_code for a in answers] == [200] * 20
+    assert {a.json()["version"] for a in answers} == {1}
+    assert all("experiment" not in a.json() for a in answers)
+    assert health["experiment"] is None
+    assert health["experiment_error"].startswith(f"{pointer}: unreadable experiment pointer")
+    assert logged(ws)["experiment_id"].null_count() == 20  # nothing credited to either arm
+    with Registry(ws) as registry:
+        stop_experiment(ws, registry, "the pointer was damaged")
+    assert not pointer.exists()
+
+
+def test_starting_the_live_version_says_loudly_it_is_an_a_a_test(two_versions):
+    from typer.testing import CliRunner
+
+    from reloop_cli.cli import app
+
+    ws, spec = two_versions
+    ws.write_json(spec.to_dict(), ws.stored_spec_path)
+    runner = CliRunner()
+    same = runner.invoke(app, ["experiment", "start", "1", "-w", str(ws.root)])
+    assert same.exit_code == 0, same.output
+    assert "warning: v1 is the live version" in same.output and "A/A" in same.output
+    assert runner.invoke(app, ["experiment", "stop", "-w", str(ws.root)]).exit_code == 0
+    other = runner.invoke(app, ["experiment", "start", "2", "-w", str(ws.root)])
+    assert other.exit_code == 0, other.output
+    assert "warning" not in other.output and "v2 against live v1, canary at 50.0%" in other.output
+
+
+def test_a_damaged_pointer_no_experiment_owns_is_withdrawn_by_the_next_night(two_versions):
+    ws, spec = two_versions
+    pointer = ws.serving / "CANDIDATE"
+    pointer.write_text("{not json")
+    with Registry(ws) as registry:
+        assert judge_experiment(ws, registry, spec) is None  # no one-line error, no traceback
+    assert not pointer.exists()
+
+
+def test_a_logistic_regression_publishes_and_serves(published, tiny_logs):
+    # An LR never reads its embedding, so ReLoop2's memory has no key in it: its release is
+    # published without key statistics and served with an empty key (both used to crash:
+    # `reloop run` at publish, `reloop serve` at boot).
+    from reloop_cli.operations.deploy import publish_live
+    from reloop_cli.serving.release import KEY_STATS, pointer
+
+    ws, spec = published
+    lr = spec.override("model", name="lr")
+    with Registry(ws) as registry:
+        train_version(ws, registry, lr, "2024-01-03", Lineage(parent=None, promote=True))
+        deployed = publish_live(ws, registry)
+    assert deployed.version == 2 and pointer(ws.serving)["version"] == 2
+    assert not (ws.releases / deployed.release / KEY_STATS).exists()
+    with client_for(ws, spec) as client:
+        answer = client.post("/score", json=requests(tiny_logs)[0])
+    assert answer.status_code == 200 and answer.json()["version"] == 2
+    assert 0 < answer.json()["candidates"][0]["pctr"] < 1
