@@ -32,7 +32,7 @@ from pathlib import Path
 
 from reloop_cli.evaluation.policies import Policy
 from reloop_cli.experiments.closed_loop import ClosedLoopConfig
-from reloop_cli.experiments.online_policy import run_online_policy, summarize
+from reloop_cli.experiments.online_policy import promotion_cell, run_online_policy, summarize
 from reloop_cli.experiments.over_http import OverHttpConfig
 from reloop_cli.spec.pipeline import load_spec
 from reloop_cli.store.workspace import Workspace
@@ -86,14 +86,7 @@ def table(payload: dict) -> str:
     ]
     for unit, found in payload["units"].items():
         for policy, rows in found["summary"]["promotions"].items():
-            cells = []
-            for label in ("better", "worse", "harmful"):
-                row = rows[label]
-                rate = row["rate"]
-                cells.append(
-                    f"{row['promoted']}/{row['of']}"
-                    + (f" [{rate['low']:.2f}, {rate['high']:.2f}]" if rate else "")
-                )
+            cells = [promotion_cell(rows[label]) for label in ("better", "worse", "harmful")]
             lines.append(f"| {unit} | {policy.replace('_', ' ')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

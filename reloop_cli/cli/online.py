@@ -177,12 +177,10 @@ def render_online_policy(results, summary: dict) -> None:
     )
     for column in ("policy", "truly better", "truly worse", "harmful"):
         table.add_column(column, justify="left" if column == "policy" else "right")
+    from reloop_cli.experiments.online_policy import promotion_cell
+
     for policy, rows in summary["promotions"].items():
-        cells = []
-        for label in ("better", "worse", "harmful"):
-            row, rate = rows[label], rows[label]["rate"]
-            interval = f" [{rate['low']:.2f}, {rate['high']:.2f}]" if rate else ""
-            cells.append(f"{row['promoted']}/{row['of']}{interval}")
+        cells = [promotion_cell(rows[label]) for label in ("better", "worse", "harmful")]
         table.add_row(policy.replace("_", " "), *cells)
     out.print(table)
     if summary["running_at_end"]:

@@ -133,22 +133,26 @@ def run_online_policy(
     ws = root.online_policy_world(closed.world)
     served = policy_spec(spec, config, unit)
     candidates: list[Candidate] = []
-    tonight: dict = {"fault": None}
+
+    def fault() -> tuple | None:
+        """Tonight's fault: with `plant_faults`, every second candidate gets the next one
+        (candidates only grow after a night, so before and after it this is the same)."""
+        if not plant_faults or len(candidates) % 2 == 0:
+            return None
+        return FAULTS[(len(candidates) // 2) % len(FAULTS)]
 
     def before_night() -> None:
-        """With `plant_faults`, every second candidate is trained under the next fault."""
-        planted = plant_faults and len(candidates) % 2 == 1
-        fault = FAULTS[(len(candidates) // 2) % len(FAULTS)] if planted else None
-        tonight["fault"] = fault
-        faulty = served.override(fault[0], **{fault[1]: fault[2]}) if fault else served
-        ws.write_json(faulty.to_dict(), ws.stored_spec_path)  # what the run reads tonight
+        if (planted := fault()) is not None:  # what tonight's run reads
+            faulty = served.override(planted[0], **{planted[1]: planted[2]})
+            ws.write_json(faulty.to_dict(), ws.stored_spec_path)
 
     def after_night(run: dict, day: str) -> None:
-        trained = len(candidates)
+        planted, trained = fault(), len(candidates)
         _follow(run, day, candidates)
-        if len(candidates) > trained and tonight["fault"]:
-            candidates[-1].fault = "{}.{} = {}".format(*tonight["fault"])
-        ws.write_json(served.to_dict(), ws.stored_spec_path)
+        if planted is not None:
+            if len(candidates) > trained:
+                candidates[-1].fault = "{}.{} = {}".format(*planted)
+            ws.write_json(served.to_dict(), ws.stored_spec_path)
 
     found = serve_days(
         ws,
@@ -229,6 +233,13 @@ def _assess(
             scores = version_scores(Arm(name, ws, live=version), world, requests)
             truth[name] = policy_truth(world, requests, scores, closed.policy, seed)
         candidate.truth.append({"day": requests.day, **truth})
+
+
+def promotion_cell(row: dict) -> str:
+    """One cell of the promotions table: 'promoted/of [low, high]' (Wilson, 95%)."""
+    rate = row["rate"]
+    interval = f" [{rate['low']:.2f}, {rate['high']:.2f}]" if rate else ""
+    return f"{row['promoted']}/{row['of']}{interval}"
 
 
 def summarize(results: list[PolicyResult]) -> dict:
